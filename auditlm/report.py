@@ -1,0 +1,102 @@
+"""Gates (``--fail-on``) and machine-readable run summaries.
+
+JSON summary schema ``auditlm.run/1`` (stable; additions only within a major version)::
+
+    {"schema": "auditlm.run/1", "run_id": str, "model": str, "status": str,
+     "model_info": {...}, "suites": [{"id", "version", "status", "n_items", "detail"}],
+     "metrics": [{"suite", "metric", "group", "group_field", "value", "ci_low", "ci_high", "n"}],
+     "gates": [{"expr", "passed", "value"}]}
+
+Rates are fractions in [0, 1]; ``group`` is null for the overall value; NaN is written as null.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from auditlm.errors import GateError, choices
+from auditlm.metrics import MetricResult
+
+SCHEMA = "auditlm.run/1"
+
+_OPS: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, "<=": operator.le, ">": operator.gt, "<": operator.lt, "==": operator.eq, "!=": operator.ne,
+}
+_GATE = re.compile(
+    r"^\s*(?P<path>[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)(?:\[(?P<group>[^\]]+)\])?\s*"
+    r"(?P<op>>=|<=|==|!=|>|<)\s*(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
+GATE_FORMAT = "SUITE.METRIC[GROUP] OP NUMBER, e.g. bias.crows_pairs.pct_stereotype>0.60"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A failing condition: the run fails the gate when ``metric op threshold`` holds."""
+
+    expr: str
+    suite: str
+    metric: str
+    group: str | None
+    op: str
+    threshold: float
+
+    def check(self, metrics: list[MetricResult]) -> tuple[bool, float]:
+        """``(passed, value)``. A gate naming a metric the run did not measure is a :class:`GateError`."""
+        same_suite = [m for m in metrics if m.suite == self.suite]
+        hits = [m for m in same_suite if m.metric == self.metric and m.group == self.group]
+        if not hits:
+            valid = {f"{m.suite}.{m.metric}" + (f"[{m.group}]" if m.group else "") for m in same_suite}
+            raise GateError(f"gate '{self.expr}' names nothing this run measured (valid: {choices(valid, 15)})")
+        value = hits[0].value
+        if math.isnan(value):
+            return False, value
+        return not _OPS[self.op](value, self.threshold), value
+
+
+def parse_gate(expr: str, suite_ids: list[str]) -> Gate:
+    """Parse ``SUITE.METRIC[GROUP] OP NUMBER``; the suite must be one of ``suite_ids``."""
+    m = _GATE.match(expr)
+    if not m:
+        raise GateError(f"bad --fail-on expression '{expr}' (expected {GATE_FORMAT})")
+    path = m["path"]
+    suite = next((s for s in sorted(suite_ids, key=len, reverse=True) if path.startswith(s + ".")), None)
+    if suite is None:
+        raise GateError(f"--fail-on '{expr}' names no suite of this run (valid: {choices(suite_ids)})")
+    return Gate(expr.strip(), suite, path[len(suite) + 1 :], m["group"], m["op"], float(m["num"]))
+
+
+def _clean(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else x
+
+
+def summary(run: Any, suites: list[dict[str, Any]], metrics: list[MetricResult],
+            gates: list[tuple[Gate, bool, float]] | None = None) -> dict[str, Any]:
+    """The ``auditlm.run/1`` JSON summary of a stored run."""
+    return {
+        "schema": SCHEMA,
+        "run_id": run.run_id,
+        "model": run.model,
+        "status": run.status,
+        "created_at": run.created_at,
+        "duration_s": run.duration_s,
+        "seed": run.seed,
+        "auditlm_version": run.auditlm_version,
+        "git_hash": run.git_hash,
+        "model_info": run.model_info,
+        "suites": [
+            {"id": s["suite_id"], "version": s["suite_version"], "status": s["status"], "n_items": s["n_items"],
+             "detail": s["detail"]}
+            for s in suites
+        ],
+        "metrics": [
+            {"suite": m.suite, "metric": m.metric, "group": m.group, "group_field": m.group_field,
+             "value": _clean(m.value), "ci_low": _clean(m.ci_low), "ci_high": _clean(m.ci_high), "n": m.n}
+            for m in metrics
+        ],
+        "gates": [{"expr": g.expr, "passed": ok, "value": _clean(v)} for g, ok, v in (gates or [])],
+    }

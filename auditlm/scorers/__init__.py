@@ -1,0 +1,140 @@
+"""Scorers: one per suite ``kind``. A scorer turns an item into model requests, scores the outputs, and
+aggregates stored item scores into :class:`~auditlm.metrics.MetricResult` rows.
+
+Scorers register themselves with :func:`register_scorer`; the probe loader validates a suite's ``kind``
+against this registry, so there is no second list to keep in sync.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from auditlm.errors import SuiteSpecError, choices
+from auditlm.metrics import MetricResult
+from auditlm.suites.spec import SuiteSpec
+from auditlm.targets.base import LoglikelihoodResult
+
+_SCORERS: dict[str, type[Scorer]] = {}
+_MODULES = ("auditlm.scorers.bias", "auditlm.scorers.privacy")
+
+
+@dataclass(frozen=True)
+class LL:
+    """A log-likelihood request: score ``continuation`` after ``context``."""
+
+    context: str
+    continuation: str
+
+
+@dataclass(frozen=True)
+class Gen:
+    """A generation request (parameters come from the suite's ``generation`` section)."""
+
+    prompt: str
+
+
+Request = LL | Gen
+Output = LoglikelihoodResult | str
+
+
+@dataclass(frozen=True)
+class ScoreContext:
+    """Run-level settings a scorer may need: whether raw PII may be stored, and the store's hash salt."""
+
+    store_raw: bool = False
+    salt: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ScoredItem:
+    """What the store keeps for one item: the model ``output`` (already redacted where needed) and the
+    item's ``score`` (a JSON-able dict the aggregate reads)."""
+
+    output: Any
+    score: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ItemRecord:
+    """One stored item, as read back from the store for aggregation."""
+
+    item_id: str
+    input: dict[str, Any]
+    output: Any
+    score: dict[str, Any]
+
+
+class NoOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Scorer:
+    """Base class. Subclasses set ``kind`` (and ``Options``, a pydantic model for ``spec.options``) and
+    implement :meth:`requests`, :meth:`score_batch` and :meth:`aggregate`."""
+
+    kind: ClassVar[str]
+    Options: ClassVar[type[BaseModel]] = NoOptions
+    #: Whether the suite needs a ``generation`` section.
+    generates: ClassVar[bool] = False
+
+    def __init__(self, spec: SuiteSpec) -> None:
+        self.spec = spec
+        try:
+            self.options = self.Options.model_validate(spec.options)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(x) for x in err["loc"])
+            raise SuiteSpecError(f"suite {spec.id}: options.{loc}: {err['msg']}") from e
+        if self.generates and spec.generation is None:
+            raise SuiteSpecError(f"suite {spec.id}: kind '{self.kind}' needs a generation section")
+
+    def requests(self, item: dict[str, Any]) -> list[Request]:
+        raise NotImplementedError
+
+    def score_batch(
+        self, items: list[dict[str, Any]], outputs: list[list[Output]], ctx: ScoreContext
+    ) -> list[ScoredItem]:
+        raise NotImplementedError
+
+    def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Extra validation of the suite against this scorer (called by the loader's contract test)."""
+
+
+def register_scorer(kind: str):
+    """Class decorator: make a scorer available to probe files as ``kind: <kind>``."""
+
+    def deco(cls: type[Scorer]) -> type[Scorer]:
+        if kind in _SCORERS and _SCORERS[kind] is not cls:
+            raise ValueError(f"scorer kind '{kind}' registered twice")
+        cls.kind = kind
+        _SCORERS[kind] = cls
+        return cls
+
+    return deco
+
+
+def _load_builtin() -> None:
+    for m in _MODULES:
+        importlib.import_module(m)
+
+
+def scorer_kinds() -> list[str]:
+    """Every registered scorer kind."""
+    _load_builtin()
+    return sorted(_SCORERS)
+
+
+def get_scorer(spec: SuiteSpec) -> Scorer:
+    """Instantiate the scorer for a suite (validating its options)."""
+    _load_builtin()
+    if spec.kind not in _SCORERS:
+        raise SuiteSpecError(f"suite {spec.id}: unknown kind '{spec.kind}' (valid: {choices(_SCORERS)})")
+    return _SCORERS[spec.kind](spec)

@@ -1,0 +1,120 @@
+"""The probe-file schema: one YAML file describes one suite, validated by pydantic at the boundary."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from auditlm.targets.base import GenerationParams
+
+SUITE_ID = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z0-9_]+)+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TemplateData(_Strict):
+    """Template expansion: every combination of ``vars`` substituted into every template.
+
+    ``{name}`` placeholders in a template are filled from ``vars[name]``; placeholders with no entry in
+    ``vars`` are left for the scorer (e.g. the group slot of a counterfactual template). Each expanded item
+    carries ``template_id``, ``template`` and one field per var.
+    """
+
+    templates: list[str] = Field(min_length=1)
+    vars: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class DataSpec(_Strict):
+    """Where a suite's items come from: exactly one of ``items``, ``templates`` or ``reader``.
+
+    A ``reader`` (see :mod:`auditlm.suites.datasets`) reads ``path`` — absolute, or relative to the data
+    directory (``--data-dir`` / ``AUDITLM_DATA``) — or, when no local file is configured, the Hugging Face
+    dataset ``hub_id`` (``hub_config``, ``split``).
+    """
+
+    items: list[dict[str, Any]] | None = None
+    templates: TemplateData | None = None
+    reader: str | None = None
+    path: str | None = None
+    hub_id: str | None = None
+    hub_config: str | None = None
+    split: str = "test"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        given = [k for k in ("items", "templates", "reader") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"data needs exactly one of items, templates, reader (got {given or 'none'})")
+        if self.reader is not None and self.path is None and self.hub_id is None:
+            raise ValueError("a reader needs a path (relative to the data dir) or a hub_id")
+        if self.items is not None and not self.items:
+            raise ValueError("data.items is empty")
+        return self
+
+
+class MetricOptions(_Strict):
+    """How aggregates are computed: bootstrap replicates and confidence level."""
+
+    bootstrap: int = Field(1000, ge=100, le=100_000)
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+
+
+class GenerationSpec(_Strict):
+    """Generation parameters for suites that sample text (see :class:`GenerationParams`)."""
+
+    max_new_tokens: int = Field(64, ge=1, le=4096)
+    temperature: float = Field(0.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list)
+    chat_template: bool = True
+
+    def params(self, seed: int) -> GenerationParams:
+        return GenerationParams(
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=seed,
+            stop=tuple(self.stop),
+            chat_template=self.chat_template,
+        )
+
+
+class SuiteSpec(_Strict):
+    """A probe suite: what it measures (``description``, ``citation``), how (``kind`` names the scorer),
+    on what (``data``), broken down by which item fields (``group_fields``)."""
+
+    id: str
+    version: str = Field(min_length=1)
+    description: str = Field(min_length=10)
+    citation: str = Field(min_length=10)
+    kind: str
+    family: Literal["bias", "privacy"]
+    default: bool = False
+    data: DataSpec
+    group_fields: list[str] = Field(default_factory=list)
+    metrics: MetricOptions = MetricOptions()
+    generation: GenerationSpec | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("id")
+    @classmethod
+    def _check_id(cls, v: str) -> str:
+        if not SUITE_ID.match(v):
+            raise ValueError(f"suite id {v!r} must look like 'family.name' (lowercase, dots, underscores)")
+        return v
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_str(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int | float) else v
+
+    @property
+    def needs_data_dir(self) -> bool:
+        """True when the suite reads a local file relative to the data directory."""
+        return (
+            self.data.reader is not None and self.data.path is not None and not self.data.path.startswith("/")
+        )

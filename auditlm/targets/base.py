@@ -1,0 +1,82 @@
+"""The Target protocol: the two batched primitives every model backend implements.
+
+A *target* is the model under audit. Suites never talk to a model directly; they hand the runner a list of
+requests and get results back in the same order (the same contract as lm-evaluation-harness's ``LM``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+#: ``(context, continuation)``: score ``continuation`` given ``context``.
+LoglikelihoodRequest = tuple[str, str]
+
+#: Called with the number of requests just finished; used for progress bars.
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class LoglikelihoodResult:
+    """Log-likelihood of a continuation given a context.
+
+    ``logprob`` is the sum of the continuation tokens' log-probabilities (natural log), ``n_tokens`` the
+    number of continuation tokens, and ``is_greedy`` whether greedy decoding would have produced exactly
+    those tokens (lm-evaluation-harness semantics).
+    """
+
+    logprob: float
+    n_tokens: int
+    is_greedy: bool
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """How to generate a continuation.
+
+    ``temperature == 0`` is greedy decoding. With ``temperature > 0`` sampling is seeded by ``seed`` so a
+    run is reproducible. ``stop`` strings end a generation early (the stop string is not returned).
+    ``chat_template`` wraps the prompt as a single user turn with the tokenizer's chat template, when the
+    model has one.
+    """
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = field(default_factory=tuple)
+    chat_template: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["stop"] = list(self.stop)
+        return d
+
+
+@runtime_checkable
+class Target(Protocol):
+    """A model under audit."""
+
+    #: A short, human-readable model spec (what the user asked for).
+    name: str
+
+    def info(self) -> dict[str, Any]:
+        """Provenance: resolved revision or content hash, dtype, device, backend."""
+        ...
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], progress: ProgressCallback | None = None
+    ) -> list[LoglikelihoodResult]:
+        """Score each ``(context, continuation)``; results in request order.
+
+        An empty context is conditioned on the tokenizer's BOS token (EOS when there is none), as
+        lm-evaluation-harness does.
+        """
+        ...
+
+    def generate(
+        self, prompts: Sequence[str], params: GenerationParams, progress: ProgressCallback | None = None
+    ) -> list[str]:
+        """Generate one continuation per prompt (without the prompt); results in prompt order."""
+        ...
