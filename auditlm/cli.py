@@ -13,8 +13,12 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
+
+try:  # typer >= 0.22 vendors click
+    from typer._click.exceptions import NoSuchOption, UsageError
+except ImportError:  # pragma: no cover - older typer on real click
+    from click.exceptions import NoSuchOption, UsageError
 from rich.console import Console
 from rich.table import Table
 
@@ -129,7 +133,7 @@ def run(
     from auditlm.targets.registry import DEFAULT_MODEL, resolve
 
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
-        raise click.BadParameter(f"'{batch_size}' (valid: auto or a positive integer)", param_hint="--batch-size")
+        raise typer.BadParameter(f"'{batch_size}' (valid: auto or a positive integer)", param_hint="--batch-size")
     with _open_store(store, must_exist=resume is not None) as st:
         if resume is not None:
             given = [f for f, v in (("--model", model), ("--suite", suite), ("--limit", limit),
@@ -308,21 +312,21 @@ def main(argv: list[str] | None = None) -> None:
     except AuditError as e:
         print(f"auditlm: error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
-    except click.NoSuchOption as e:
+    except NoSuchOption as e:
         ctx = e.ctx
         opts = sorted({o for p in (ctx.command.params if ctx else []) for o in p.opts if o.startswith("--")})
         print(f"auditlm: error: no such option {e.option_name} (valid: {choices(opts, 40)})", file=sys.stderr)
         sys.exit(2)
-    except click.UsageError as e:
+    except UsageError as e:
         ctx = e.ctx
         msg = _one_line(e.format_message() if hasattr(e, "format_message") else e)
-        if isinstance(ctx.command if ctx else None, click.Group) and "No such command" in msg:
+        if ctx is not None and hasattr(ctx.command, "commands") and "No such command" in msg:
             msg += f" (valid: {choices(ctx.command.commands)})"  # type: ignore[union-attr]
         print(f"auditlm: error: {msg}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         sys.exit(e.exit_code)
-    except click.Abort:
+    except typer.Abort:
         print("auditlm: aborted", file=sys.stderr)
         sys.exit(130)
     except KeyboardInterrupt:

@@ -1,0 +1,60 @@
+"""Every suite in probes/ honours the contract: valid schema, a citation, a registered scorer, and a dry
+run on a tiny random-weight model that yields metrics with n and a CI. A new suite needs no new test."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from auditlm import runner
+from auditlm.scorers import get_scorer, scorer_kinds
+from auditlm.store import Store
+from auditlm.suites.datasets import has_local_data, resolve_data_dir
+from auditlm.suites.loader import builtin_probes_dir, discover
+
+SUITES = discover()
+DATA_DIR = resolve_data_dir(os.environ.get("AUDITLM_DATA") or None)
+
+
+def test_every_probe_file_is_a_suite():
+    files = sorted(builtin_probes_dir().rglob("*.yaml"))
+    assert len(files) == len(SUITES) >= 3
+
+
+@pytest.mark.parametrize("suite_id", sorted(SUITES))
+def test_schema_citation_scorer(suite_id: str):
+    s = SUITES[suite_id]
+    assert s.spec.id.split(".")[0] == s.spec.family
+    assert s.path.parent.name == s.spec.family
+    assert len(s.spec.citation) > 20 and any(ch.isdigit() for ch in s.spec.citation)  # a year
+    assert s.spec.kind in scorer_kinds()
+    get_scorer(s.spec).check()
+    changelog = (builtin_probes_dir() / "CHANGELOG.md").read_text()
+    assert f"`{suite_id}` {s.spec.version}" in changelog
+
+
+@pytest.mark.parametrize("suite_id", sorted(SUITES))
+def test_dry_run_on_tiny_model(suite_id: str, tiny_model_dir: Path, tmp_path: Path):
+    from auditlm.targets.hf import HFTarget
+
+    s = SUITES[suite_id]
+    if not has_local_data(s.spec, DATA_DIR):
+        pytest.skip("needs AUDITLM_DATA")
+    cfg = runner.RunConfig(model=str(tiny_model_dir), suites=[suite_id], limit=6, seed=1, batch_size=4)
+    prepared = runner.prepare([s], cfg, DATA_DIR)
+    assert len(prepared[0].items) == min(6, prepared[0].total)
+    target = HFTarget(str(tiny_model_dir), batch_size=4)
+    with Store(tmp_path / "runs.sqlite") as st:
+        run_id = runner.start_run(st, target, prepared, cfg)
+        result = runner.execute(st, run_id, target, prepared, cfg)
+        assert len(st.items(run_id, suite_id)) == len(prepared[0].items)
+    overall = [m for m in result.metrics if m.group is None]
+    assert overall, "a suite reports at least one overall metric"
+    for m in result.metrics:
+        assert m.suite == suite_id and m.n > 0
+        assert not math.isnan(m.value)
+        assert m.ci_low <= m.value + 1e-9 or m.metric.endswith(("_gap", "spread"))
+        assert m.ci_low <= m.ci_high
