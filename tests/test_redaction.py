@@ -18,7 +18,7 @@ def _respond(prompt: str) -> str:
     return f" Sure: {PLANTED[2]} can be reached at {PLANTED[0]} or {PLANTED[1]}."
 
 
-def _run(tmp_path: Path, store_raw: bool) -> tuple[Path, list]:
+def _run(tmp_path: Path, store_raw: bool) -> tuple[Path, list, list]:
     cfg = runner.RunConfig(model="fake", suites=["privacy.pii_emission"], limit=8, store_raw=store_raw)
     prepared = runner.prepare(select(discover(), cfg.suites), cfg, None)
     path = tmp_path / f"raw-{store_raw}.sqlite"
@@ -36,7 +36,7 @@ def _files_contain(folder: Path, needle: str) -> bool:
 
 @pytest.mark.parametrize("store_raw", [False, True])
 def test_planted_pii_redacted_unless_store_raw(tmp_path: Path, store_raw: bool):
-    path, metrics, items = _run(tmp_path, store_raw)
+    _, metrics, items = _run(tmp_path, store_raw)
     found = {f["entity_type"] for r in items for f in r.output["findings"]}
     assert {"EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON"} <= found
     rate = next(m for m in metrics if m.metric == "emission_rate" and m.group is None)

@@ -4,7 +4,6 @@ resume recomputes none of the stored items."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

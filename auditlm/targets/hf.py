@@ -1,0 +1,461 @@
+"""A Hugging Face ``transformers`` causal LM as an audit target, on CUDA or the CPU.
+
+Log-likelihoods follow lm-evaluation-harness 0.4.x ``HFLM`` exactly (tokenisation of the context/continuation
+pair, the BOS/EOS prefix for an empty context, left truncation, ``is_greedy``), so scores are comparable with
+published lm-eval numbers on the same model. Both primitives batch longest-first, back off on CUDA
+out-of-memory when the batch size is ``"auto"``, and memoise results on the instance.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from transformers import StoppingCriteria
+
+from auditlm.errors import TargetError, choices
+from auditlm.targets.base import GenerationParams, LoglikelihoodRequest, LoglikelihoodResult, ProgressCallback
+
+#: lm-eval's fallback context length when neither config nor tokenizer names one.
+DEFAULT_MAX_LENGTH = 2048
+#: ``tokenizer.model_max_length`` when the tokenizer sets no limit (transformers' VERY_LARGE_INTEGER).
+_TOKENIZER_INFINITY = int(1e30)
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5")
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+}
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+# A tokenised loglikelihood request: (context tokens, continuation tokens).
+_Encoded = tuple[list[int], list[int]]
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.cuda.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e)
+    )
+
+
+def _resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError as e:
+        raise TargetError(f"invalid device {device!r}: {e}") from e
+
+
+def _resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return _DTYPES[dtype]
+    except KeyError as e:
+        raise TargetError(f"unknown dtype {dtype!r}; choose one of: auto, {choices(_DTYPES)}") from e
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class _StopOnStrings(StoppingCriteria):
+    """Stop each sequence of a batch once its new text contains one of ``stops`` (a transformers StoppingCriteria)."""
+
+    def __init__(self, tokenizer: Any, stops: Sequence[str], prompt_len: int) -> None:
+        self.tokenizer = tokenizer
+        self.stops = [s for s in stops if s]
+        self.prompt_len = prompt_len
+
+    def __call__(self, input_ids: torch.LongTensor, scores: Any, **kwargs: Any) -> torch.BoolTensor:
+        new = input_ids[:, self.prompt_len :].tolist()
+        done = [
+            any(s in self.tokenizer.decode(row, skip_special_tokens=True) for s in self.stops) for row in new
+        ]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class HFTarget:
+    """A local or Hub causal language model loaded with ``transformers``.
+
+    Either load ``model_name_or_path`` (a local directory or a Hub id; ``HF_HUB_OFFLINE=1`` is honoured by
+    transformers) or wrap a preloaded ``model`` and ``tokenizer``. ``device="auto"`` picks CUDA when present;
+    ``dtype="auto"`` is bfloat16 on CUDA and float32 on the CPU (a preloaded model keeps its dtype unless one
+    is named). ``batch_size="auto"`` starts at ``max_batch_size`` and halves on CUDA out-of-memory.
+
+    ``model``, ``tokenizer`` and ``device`` are public so that attribution and fine-tuning code can reuse the
+    loaded model.
+    """
+
+    def __init__(
+        self,
+        model_name_or_path: str | None = None,
+        *,
+        revision: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int | str = "auto",
+        max_batch_size: int = 64,
+        trust_remote_code: bool = False,
+        model: Any = None,
+        tokenizer: Any = None,
+        name: str | None = None,
+        revision_hash: str | None = None,
+    ) -> None:
+        if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
+            raise TargetError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
+        if max_batch_size < 1:
+            raise TargetError(f"max_batch_size must be a positive integer, not {max_batch_size!r}")
+        self.device: torch.device = _resolve_device(device)
+        self._auto_batch = batch_size == "auto"
+        self._batch_size: int = max_batch_size if batch_size == "auto" else int(batch_size)
+        self._model_path = model_name_or_path
+        self._revision_hash = revision_hash
+        self._commit_hash: str | None = None
+        self._content_hash: str | None = None
+
+        if model is not None:
+            if tokenizer is None:
+                raise TargetError("a preloaded model needs its tokenizer too")
+            if dtype != "auto":
+                model = model.to(_resolve_dtype(dtype, self.device))
+            model = model.to(self.device)
+        else:
+            if not model_name_or_path:
+                raise TargetError("HFTarget needs a model name or path, or a preloaded model and tokenizer")
+            model, tokenizer = self._load(model_name_or_path, revision, dtype, trust_remote_code, tokenizer)
+
+        model.eval()
+        self.model = model
+        self.tokenizer = tokenizer
+        if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.name: str = (
+            name or model_name_or_path or str(getattr(model.config, "_name_or_path", "") or "model")
+        )
+        self._ll_cache: dict[LoglikelihoodRequest, LoglikelihoodResult] = {}
+        self._gen_cache: dict[tuple[str, GenerationParams], str] = {}
+
+    def _load(
+        self, spec: str, revision: str | None, dtype: str, trust_remote_code: bool, tokenizer: Any
+    ) -> tuple[Any, Any]:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch_dtype = _resolve_dtype(dtype, self.device)
+        kwargs: dict[str, Any] = {"revision": revision, "trust_remote_code": trust_remote_code}
+        try:
+            if tokenizer is None:
+                tokenizer = AutoTokenizer.from_pretrained(spec, **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(spec, dtype=torch_dtype, **kwargs)
+        except (OSError, ValueError, ImportError, KeyError, RuntimeError) as e:
+            raise TargetError(f"cannot load model {spec!r}: {_one_line(e)}") from e
+        model = model.to(self.device)
+        if not Path(spec).is_dir():
+            self._commit_hash = self._hub_commit_hash(spec, revision)
+        return model, tokenizer
+
+    @staticmethod
+    def _hub_commit_hash(spec: str, revision: str | None) -> str | None:
+        """The commit a Hub id resolved to, read from the path of its cached config file."""
+        from transformers.utils.hub import cached_file, extract_commit_hash
+
+        try:
+            path = cached_file(
+                spec, "config.json", revision=revision, _raise_exceptions_for_missing_entries=False
+            )
+        except (OSError, ValueError):
+            return None
+        return extract_commit_hash(path, None) if path else None
+
+    @property
+    def batch_size(self) -> int:
+        """The current batch size (with ``"auto"``, the largest that has fit so far)."""
+        return self._batch_size
+
+    # ------------------------------------------------------------------ provenance
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the model's parameters."""
+        return next(self.model.parameters()).dtype
+
+    def _weights_hash(self) -> str | None:
+        """sha256 over a local model directory's weight files, or over the in-memory weights; computed once."""
+        if self._content_hash is not None:
+            return self._content_hash
+        h = hashlib.sha256()
+        path = Path(self._model_path) if self._model_path else None
+        files = (
+            sorted(p for p in path.iterdir() if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES))
+            if path is not None and path.is_dir()
+            else []
+        )
+        if files:
+            for f in files:
+                h.update(f.name.encode() + b"\0")
+                with f.open("rb") as fh:
+                    for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                        h.update(block)
+        else:
+            for key, t in sorted(self.model.state_dict().items()):
+                h.update(key.encode() + b"\0")
+                h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        self._content_hash = "sha256:" + h.hexdigest()
+        return self._content_hash
+
+    def info(self) -> dict[str, Any]:
+        """Backend, model, resolved revision (Hub commit, given hash, or weights sha256), dtype, device, size."""
+        revision = self._commit_hash or self._revision_hash or self._weights_hash()
+        return {
+            "backend": "hf",
+            "model": self.name,
+            "revision": revision,
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "device": str(self.device),
+            "n_params": sum(p.numel() for p in self.model.parameters()),
+        }
+
+    # ------------------------------------------------------------------ tokenisation (lm-eval HFLM)
+
+    @property
+    def max_length(self) -> int:
+        """The model's context length, resolved as lm-evaluation-harness does."""
+        config = self.model.config
+        cfg = getattr(config, "text_config", None) or config
+        for attr in ("n_positions", "max_position_embeddings", "n_ctx"):
+            value = getattr(cfg, attr, None)
+            if value is not None:
+                return int(value)
+        mml = getattr(self.tokenizer, "model_max_length", None)
+        if mml is not None and mml != _TOKENIZER_INFINITY:
+            return int(mml)
+        return DEFAULT_MAX_LENGTH
+
+    @property
+    def prefix_token_id(self) -> int:
+        """The token that conditions an empty context: BOS, else EOS."""
+        if self.tokenizer.bos_token_id is not None:
+            return self.tokenizer.bos_token_id
+        return self.tokenizer.eos_token_id
+
+    def _tok_encode(self, string: str, add_special_tokens: bool | None = None) -> list[int]:
+        kwargs: dict[str, Any] = (
+            {} if add_special_tokens is None else {"add_special_tokens": add_special_tokens}
+        )
+        if add_special_tokens is None and string.startswith(self.tokenizer.decode(self.prefix_token_id)):
+            kwargs["add_special_tokens"] = False
+        return list(self.tokenizer.encode(string, **kwargs))
+
+    def _encode_request(self, context: str, continuation: str) -> _Encoded:
+        if context == "":
+            cont = self._tok_encode(continuation, add_special_tokens=False)
+            if cont and cont[0] == self.prefix_token_id:
+                return cont[:1], cont[1:]
+            return [self.prefix_token_id], cont
+        n_spaces = len(context) - len(context.rstrip())
+        if n_spaces > 0:
+            continuation = context[-n_spaces:] + continuation
+            context = context[:-n_spaces]
+        whole = self._tok_encode(context + continuation)
+        ctx = self._tok_encode(context)
+        return ctx, whole[len(ctx) :]
+
+    # ------------------------------------------------------------------ batching
+
+    def _run_batched(
+        self,
+        items: list[_T],
+        weights: list[int],
+        compute: Callable[[list[_T]], list[_R]],
+        progress: ProgressCallback | None,
+    ) -> list[_R]:
+        """Run ``compute`` over ``items`` (already sorted) in batches, halving the batch on CUDA OOM when auto."""
+        out: list[_R] = []
+        i = 0
+        while i < len(items):
+            bs = self._batch_size
+            chunk = items[i : i + bs]
+            try:
+                out.extend(compute(chunk))
+            except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+                if not (_is_oom(e) and self._auto_batch and bs > 1):
+                    raise
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                self._batch_size = max(1, bs // 2)
+                continue
+            if progress:
+                progress(sum(weights[i : i + len(chunk)]))
+            i += len(chunk)
+        return out
+
+    # ------------------------------------------------------------------ loglikelihood
+
+    def loglikelihood(
+        self, requests: Sequence[LoglikelihoodRequest], progress: ProgressCallback | None = None
+    ) -> list[LoglikelihoodResult]:
+        """Score each ``(context, continuation)`` with lm-evaluation-harness ``HFLM`` semantics.
+
+        The result is the summed natural-log probability of the continuation tokens (log-softmax in fp32),
+        their number, and whether greedy decoding reproduces them. A continuation that tokenises to nothing
+        scores ``0.0`` with ``n_tokens == 0``.
+        """
+        reqs = [(str(c), str(x)) for c, x in requests]
+        counts: dict[LoglikelihoodRequest, int] = {}
+        for r in reqs:
+            counts[r] = counts.get(r, 0) + 1
+        todo = [r for r in counts if r not in self._ll_cache]
+        cached = len(reqs) - sum(counts[r] for r in todo)
+        if progress and cached:
+            progress(cached)
+
+        encoded: list[tuple[LoglikelihoodRequest, _Encoded]] = []
+        for r in todo:
+            ctx, cont = self._encode_request(*r)
+            if not cont:
+                self._ll_cache[r] = LoglikelihoodResult(0.0, 0, True)
+                if progress:
+                    progress(counts[r])
+                continue
+            if len(cont) > self.max_length:
+                raise TargetError(
+                    f"continuation of {len(cont)} tokens exceeds the model's context length {self.max_length}"
+                )
+            encoded.append((r, (ctx, cont)))
+        encoded.sort(key=lambda e: (-(len(e[1][0]) + len(e[1][1])), tuple(e[1][0] + e[1][1])))
+
+        results = self._run_batched(
+            [e[1] for e in encoded], [counts[e[0]] for e in encoded], self._ll_batch, progress
+        )
+        for (r, _), res in zip(encoded, results, strict=True):
+            self._ll_cache[r] = res
+        return [self._ll_cache[r] for r in reqs]
+
+    def _ll_batch(self, chunk: list[_Encoded]) -> list[LoglikelihoodResult]:
+        max_len = self.max_length
+        inps = [(ctx + cont)[-(max_len + 1) :][:-1] for ctx, cont in chunk]
+        width = max(len(x) for x in inps)
+        pad = self.tokenizer.pad_token_id or 0
+        batch = torch.tensor(
+            [x + [pad] * (width - len(x)) for x in inps], dtype=torch.long, device=self.device
+        )
+        out: list[LoglikelihoodResult] = []
+        with torch.inference_mode():
+            logits = self.model(input_ids=batch).logits
+            for row, inp, (_, cont) in zip(logits, inps, chunk, strict=True):
+                inplen, contlen = len(inp), len(cont)
+                logprobs = row[inplen - contlen : inplen].float().log_softmax(dim=-1)
+                target = torch.tensor(cont, dtype=torch.long, device=logprobs.device)
+                greedy = bool((logprobs.argmax(dim=-1) == target).all())
+                lp = float(logprobs.gather(1, target.unsqueeze(-1)).sum())
+                out.append(LoglikelihoodResult(lp, contlen, greedy))
+        return out
+
+    # ------------------------------------------------------------------ generation
+
+    def _prompt_ids(self, prompt: str, params: GenerationParams) -> list[int]:
+        if params.chat_template and getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+            )
+            ids = list(self.tokenizer.encode(text, add_special_tokens=False))
+        else:
+            bos = self.tokenizer.bos_token
+            kwargs = {"add_special_tokens": False} if bos and prompt.startswith(bos) else {}
+            ids = list(self.tokenizer.encode(prompt, **kwargs))
+        keep = max(1, self.max_length - params.max_new_tokens)
+        return ids[-keep:] or [self.prefix_token_id]
+
+    def generate(
+        self, prompts: Sequence[str], params: GenerationParams, progress: ProgressCallback | None = None
+    ) -> list[str]:
+        """Generate a continuation per prompt: greedy when ``temperature == 0``, else seeded sampling.
+
+        Prompts are left-padded and batched longest first; the returned text holds only the new tokens
+        (special tokens skipped), cut before the first stop string.
+        """
+        prompts = [str(p) for p in prompts]
+        counts: dict[str, int] = {}
+        for p in prompts:
+            counts[p] = counts.get(p, 0) + 1
+        todo = [p for p in counts if (p, params) not in self._gen_cache]
+        cached = len(prompts) - sum(counts[p] for p in todo)
+        if progress and cached:
+            progress(cached)
+
+        encoded = [(p, self._prompt_ids(p, params)) for p in todo]
+        encoded.sort(key=lambda e: (-len(e[1]), tuple(e[1])))
+        results = self._run_batched(
+            [ids for _, ids in encoded],
+            [counts[p] for p, _ in encoded],
+            lambda chunk: self._gen_batch(chunk, params),
+            progress,
+        )
+        for (p, _), text in zip(encoded, results, strict=True):
+            self._gen_cache[(p, params)] = text
+        return [self._gen_cache[(p, params)] for p in prompts]
+
+    def _eos_ids(self) -> set[int]:
+        eos = getattr(self.model.generation_config, "eos_token_id", None)
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        if eos is None:
+            return set()
+        return set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}
+
+    def _gen_batch(self, chunk: list[list[int]], params: GenerationParams) -> list[str]:
+        from transformers import GenerationConfig, StoppingCriteriaList
+
+        width = max(len(x) for x in chunk)
+        pad = self.tokenizer.pad_token_id
+        if pad is None:
+            pad = next(iter(self._eos_ids()), 0)
+        ids = torch.tensor(
+            [[pad] * (width - len(x)) + x for x in chunk], dtype=torch.long, device=self.device
+        )
+        mask = torch.tensor(
+            [[0] * (width - len(x)) + [1] * len(x) for x in chunk], dtype=torch.long, device=self.device
+        )
+        eos_ids = self._eos_ids()
+        sample = params.temperature > 0
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": sample,
+            "num_beams": 1,
+            "pad_token_id": pad,
+            "eos_token_id": sorted(eos_ids) or None,
+        }
+        if sample:
+            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        stopping = StoppingCriteriaList()
+        if params.stop:
+            stopping.append(_StopOnStrings(self.tokenizer, params.stop, width))
+        torch.manual_seed(params.seed)
+        with torch.inference_mode():
+            out = self.model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                generation_config=GenerationConfig(**gen_kwargs),
+                stopping_criteria=stopping,
+            )
+        texts = []
+        for row in out[:, width:].tolist():
+            for j, tok in enumerate(row):
+                if tok in eos_ids:
+                    row = row[:j]
+                    break
+            text = self.tokenizer.decode(row, skip_special_tokens=True)
+            cut = [text.index(s) for s in params.stop if s and s in text]
+            texts.append(text[: min(cut)] if cut else text)
+        return texts
