@@ -308,7 +308,7 @@ def _one_line(e: BaseException) -> str:
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app and turn bad input into one line on stderr with exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # returns the code of a typer.Exit instead of raising it
     except AuditError as e:
         print(f"auditlm: error: {_one_line(e)}", file=sys.stderr)
         sys.exit(2)
@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         print("auditlm: interrupted (resume with 'auditlm run --resume RUN_ID')", file=sys.stderr)
         sys.exit(130)
+    if isinstance(rc, int) and rc != 0:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":
