@@ -33,8 +33,9 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(suites_app, name="suites")
 app.add_typer(models_app, name="models")
 
-out = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
+# Wide tables when writing to a file or CI log (rich falls back to 80 columns there).
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True, width=None if sys.stderr.isatty() else 160)
 
 StoreOpt = Annotated[Path | None, typer.Option("--store", help="Run store file [env AUDITLM_STORE; default "
                                                 "$AUDITLM_HOME/runs.sqlite].")]
@@ -91,7 +92,7 @@ def _print_table(title: str, metrics, suites: list[dict[str, Any]]) -> None:
                     ("95% CI", {"justify": "right"}), ("n", {"justify": "right"})):
         table.add_column(col, **kw)
     for m in metrics:
-        group = "" if m.group is None else (f"{m.group_field}={m.group}" if m.group_field else m.group)
+        group = "" if m.group is None else (f"{m.group_field}: {m.group}" if m.group_field else m.group)
         n = f"{m.n}" + (" ⚠ small n" if m.extra.get("small_n") else "")
         table.add_row(m.suite, m.metric, group, _fmt(m.value, m.metric),
                       f"[{_fmt(m.ci_low, m.metric)}, {_fmt(m.ci_high, m.metric)}]", n)

@@ -225,3 +225,59 @@ def stratified_subset(keys: Sequence[str], groups: Sequence[str] | None, limit: 
         members = sorted(by_group[g], key=lambda i: hashlib.sha256(f"{seed}\x1f{keys[i]}".encode()).digest())
         chosen.extend(members[: int(t)])
     return sorted(chosen)
+
+
+def holm_adjust(pvalues: Sequence[float]) -> list[float]:
+    """Holm–Bonferroni adjusted p-values (Holm 1979), in the input order."""
+    m = len(pvalues)
+    order = np.argsort(pvalues, kind="stable")
+    adjusted = np.empty(m)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * float(pvalues[i])))
+        adjusted[i] = running
+    return adjusted.tolist()
+
+
+def paired_test(x: Sequence[float], y: Sequence[float] | None = None) -> float:
+    """Two-sided Wilcoxon signed-rank p-value for paired samples (or for ``x`` against 0).
+
+    Returns 1.0 when there are fewer than 6 pairs or every difference is 0 (no evidence either way).
+    """
+    from scipy import stats
+
+    d = np.asarray(x, dtype=float) - (0.0 if y is None else np.asarray(y, dtype=float))
+    if d.size < 6 or not np.any(d != 0):
+        return 1.0
+    return float(stats.wilcoxon(d).pvalue)
+
+
+def demographic_parity(
+    outcomes: Sequence[float], groups: Sequence[str], *, n_boot: int = 1000, random_state: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """fairlearn's ``demographic_parity_difference`` and ``_ratio`` of a binary outcome across groups,
+    each as ``(value, ci_low, ci_high)`` with a stratified bootstrap CI.
+
+    The outcome plays the role of fairlearn's ``y_pred`` (selection rate = share of 1s per group).
+    """
+    from fairlearn.metrics import demographic_parity_difference, demographic_parity_ratio
+
+    y = np.asarray(outcomes, dtype=float)
+    g = np.asarray(groups, dtype=object)
+    diff = float(demographic_parity_difference(y, y, sensitive_features=g))
+    ratio = float(demographic_parity_ratio(y, y, sensitive_features=g))
+    names = sorted(set(g.tolist()))
+    rng = np.random.default_rng(random_state)
+    rates = []
+    for name in names:
+        gy = y[g == name]
+        rates.append(gy[rng.integers(0, gy.size, size=(n_boot, gy.size))].mean(axis=1))
+    r = np.stack(rates)
+    hi, lo = r.max(axis=0), r.min(axis=0)
+    boot_diff = hi - lo
+    with np.errstate(divide="ignore", invalid="ignore"):
+        boot_ratio = np.where(hi > 0, lo / hi, 1.0)
+    q = [0.025, 0.975]
+    d_lo, d_hi = np.quantile(boot_diff, q)
+    r_lo, r_hi = np.quantile(boot_ratio, q)
+    return {"difference": (diff, float(d_lo), float(d_hi)), "ratio": (ratio, float(r_lo), float(r_hi))}

@@ -4,7 +4,7 @@ from auditlm.errors import GateError
 from auditlm.metrics import MetricResult
 from auditlm.report import parse_gate
 from auditlm.scorers import ItemRecord, ScoreContext, get_scorer
-from auditlm.scorers.bias import holm_adjust
+from auditlm.metrics import holm_adjust
 from auditlm.suites.loader import discover
 from auditlm.targets.base import LoglikelihoodResult
 

@@ -19,7 +19,7 @@ from auditlm.suites.spec import SuiteSpec
 from auditlm.targets.base import LoglikelihoodResult
 
 _SCORERS: dict[str, type[Scorer]] = {}
-_MODULES = ("auditlm.scorers.bias", "auditlm.scorers.privacy")
+_MODULES = ("auditlm.scorers.bias", "auditlm.scorers.generation", "auditlm.scorers.privacy")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,11 @@ def register_scorer(kind: str):
 
 def _load_builtin() -> None:
     for m in _MODULES:
-        importlib.import_module(m)
+        try:
+            importlib.import_module(m)
+        except ModuleNotFoundError as e:
+            if e.name != m:
+                raise
 
 
 def scorer_kinds() -> list[str]:

@@ -7,10 +7,9 @@ from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy import stats
 
 from auditlm.errors import SuiteSpecError
-from auditlm.metrics import MetricResult, bootstrap_ci, stable_seed, summarize
+from auditlm.metrics import MetricResult, bootstrap_ci, holm_adjust, paired_test, stable_seed, summarize
 from auditlm.scorers import LL, ItemRecord, Output, ScoreContext, ScoredItem, Scorer, register_scorer
 
 
@@ -165,11 +164,7 @@ class CounterfactualScorer(Scorer):
                 continue
             terms = self.options.groups[axis]
             rel = np.array([[r.score["relative"][g] for g in terms] for r in recs])  # items × terms
-            pvals = []
-            for j, _ in enumerate(terms):
-                col = rel[:, j]
-                p = float(stats.wilcoxon(col).pvalue) if len(col) >= 6 and np.any(col != 0) else 1.0
-                pvals.append(p)
+            pvals = [paired_test(rel[:, j]) for j in range(len(terms))]
             holm = holm_adjust(pvals)
             for j, g in enumerate(terms):
                 col = rel[:, j]
@@ -221,14 +216,3 @@ class CounterfactualScorer(Scorer):
             )
         return results
 
-
-def holm_adjust(pvalues: list[float]) -> list[float]:
-    """Holm–Bonferroni adjusted p-values (Holm 1979), in the input order."""
-    m = len(pvalues)
-    order = np.argsort(pvalues)
-    adjusted = np.empty(m)
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted.tolist()

@@ -24,6 +24,19 @@ HubReader = Callable[[DataSpec], list[Item]]
 
 _READERS: dict[str, Reader] = {}
 _HUB_ROW_MAPPERS: dict[str, Callable[[dict[str, Any], int], Item]] = {}
+#: Modules whose import registers more readers (kept out of this file so each family owns its readers).
+_READER_MODULES = ("auditlm.suites.generation_readers",)
+
+
+def _load_reader_modules() -> None:
+    import importlib
+
+    for m in _READER_MODULES:
+        try:
+            importlib.import_module(m)
+        except ModuleNotFoundError as e:
+            if e.name != m:
+                raise
 
 
 def register_reader(name: str, hub_row: Callable[[dict[str, Any], int], Item] | None = None):
@@ -39,6 +52,8 @@ def register_reader(name: str, hub_row: Callable[[dict[str, Any], int], Item] | 
 
 
 def reader_names() -> list[str]:
+    """Every registered reader."""
+    _load_reader_modules()
     return sorted(_READERS)
 
 
@@ -103,6 +118,7 @@ def _expand_templates(templates: list[str], vars: dict[str, list[str]]) -> list[
 def _read(spec: SuiteSpec, data_dir: Path | None) -> list[Item]:
     d = spec.data
     assert d.reader is not None
+    _load_reader_modules()
     if d.reader not in _READERS:
         raise DataError(f"suite {spec.id}: unknown reader '{d.reader}' (valid: {choices(_READERS)})")
     if d.path is not None:
