@@ -10,6 +10,7 @@ import json
 import math
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -168,9 +169,11 @@ def run(
         gates = [parse_gate(e, cfg.suites) for e in (fail_on or [])]
         prepared = runner.prepare(chosen, cfg, ddir)
         _quiet_libraries()
+        t0 = time.perf_counter()
         with err.status(f"loading model {cfg.model} …"):
             target = resolve(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
                              batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+        err.print(f"model {cfg.model} loaded in {time.perf_counter() - t0:.2f} s")
         if resume is not None:
             runner.check_resumable(st, resume, prepared)
             run_id = resume
