@@ -123,6 +123,14 @@ def run(
                                                       "this condition, e.g. 'bias.crows_pairs.pct_stereotype>0.6'.")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run.")] = None,
     store_raw: Annotated[bool, typer.Option("--store-raw", help="Store PII found in outputs unredacted.")] = False,
+    reference_model: Annotated[str | None, typer.Option("--reference-model", help="Base model that privacy "
+                                                        "attacks compare against.")] = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="Training corpus (text/JSONL/CSV file or "
+                                               "Hugging Face dataset id) for privacy suites.")] = None,
+    non_members: Annotated[str | None, typer.Option("--non-members", help="Texts known NOT to be in the "
+                                                    "training data (membership inference).")] = None,
+    canaries: Annotated[str | None, typer.Option("--canaries", help="Canary record written by "
+                                                 "'auditlm privacy canaries'.")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -139,7 +147,9 @@ def run(
     with _open_store(store, must_exist=resume is not None) as st:
         if resume is not None:
             given = [f for f, v in (("--model", model), ("--suite", suite), ("--limit", limit),
-                                    ("--data-dir", data_dir), ("--revision", revision)) if v]
+                                    ("--data-dir", data_dir), ("--revision", revision),
+                                    ("--reference-model", reference_model), ("--corpus", corpus),
+                                    ("--non-members", non_members), ("--canaries", canaries)) if v]
             if given:
                 raise SuiteSpecError(f"--resume reuses the run's stored settings; drop {', '.join(given)}")
             cfg = runner.RunConfig.from_dict(st.get_run(resume).config)
@@ -148,7 +158,9 @@ def run(
                                    device=device, dtype=dtype,
                                    batch_size=int(batch_size) if batch_size != "auto" else "auto",
                                    data_dir=data_dir, probes=list(probes or []), store_raw=store_raw,
-                                   trust_remote_code=trust_remote_code)
+                                   trust_remote_code=trust_remote_code, reference_model=reference_model,
+                                   inputs={k: v for k, v in (("corpus", corpus), ("non_members", non_members),
+                                                             ("canaries", canaries)) if v})
         ddir = resolve_data_dir(cfg.data_dir)
         available = discover(cfg.probes)
         skipped: dict[str, str] = {}
@@ -174,6 +186,11 @@ def run(
             target = resolve(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
                              batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
         err.print(f"model {cfg.model} loaded in {time.perf_counter() - t0:.2f} s")
+        reference = None
+        if cfg.reference_model is not None:
+            with err.status(f"loading reference model {cfg.reference_model} …"):
+                reference = resolve(cfg.reference_model, device=cfg.device, dtype=cfg.dtype,
+                                    batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
         if resume is not None:
             runner.check_resumable(st, resume, prepared)
             run_id = resume
@@ -185,7 +202,7 @@ def run(
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=False, disable=not err.is_terminal and as_json) as progress:
-            result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress))
+            result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress), reference)
         checked = [(g, *g.check(result.metrics)) for g in gates]
         row = st.get_run(run_id)
     if as_json:

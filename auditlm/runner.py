@@ -16,13 +16,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from auditlm.errors import StoreError
+from auditlm.errors import StoreError, SuiteSpecError, TargetError
 from auditlm.metrics import MetricResult, stratified_subset
-from auditlm.scorers import LL, Gen, Output, ScoreContext, get_scorer
+from auditlm.scorers import LL, Gen, Output, Request, ScoreContext, get_scorer
 from auditlm.store import Store, new_run_id
 from auditlm.suites.datasets import load_items
 from auditlm.suites.loader import LoadedSuite
-from auditlm.targets.base import Target
+from auditlm.targets.base import GenerationParams, Target
 
 #: ``progress(description, total)`` returns ``advance(k)``.
 ProgressFactory = Callable[[str, int], Callable[[int], None]]
@@ -45,6 +45,10 @@ class RunConfig:
     store_raw: bool = False
     trust_remote_code: bool = False
     chunk_size: int = 32
+    #: A base model some privacy attacks compare against (``--reference-model``).
+    reference_model: str | None = None
+    #: Run inputs that suites read through ``{name}`` placeholders in ``data.path`` (``--corpus`` …).
+    inputs: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,6 +90,8 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
     for s in suites:
         scorer = get_scorer(s.spec)
         scorer.check()
+        if scorer.needs_reference and config.reference_model is None:
+            raise TargetError(f"suite {s.spec.id} needs --reference-model (a base model to compare against)")
         items = load_items(s.spec, data_dir)
         indexed = list(enumerate(items))
         if config.limit is not None and config.limit < len(items):
@@ -129,14 +135,18 @@ def check_resumable(store: Store, run_id: str, prepared: list[PreparedSuite]) ->
 
 
 def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSuite], config: RunConfig,
-            progress: ProgressFactory | None = None) -> RunResult:
-    """Compute every pending item, aggregate each suite from the store, and mark the run complete."""
+            progress: ProgressFactory | None = None, reference: Target | None = None) -> RunResult:
+    """Compute every pending item, aggregate each suite from the store, and mark the run complete.
+
+    ``reference`` answers the requests a scorer addresses to ``"reference"`` (``--reference-model``).
+    """
     t0 = time.perf_counter()
-    ctx = ScoreContext(store_raw=config.store_raw, salt=store.salt)
+    ctx = ScoreContext(store_raw=config.store_raw, salt=store.salt, has_reference=reference is not None)
+    targets = {"main": target} | ({"reference": reference} if reference is not None else {})
     store.set_run_status(run_id, "running")
     try:
         for pos, p in enumerate(prepared):
-            _run_suite(store, run_id, target, p, pos, config, ctx, progress)
+            _run_suite(store, run_id, targets, p, pos, config, ctx, progress)
     except BaseException as e:
         store.set_run_status(run_id, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
                              error=f"{type(e).__name__}: {e}"[:500])
@@ -146,10 +156,32 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
     return RunResult(run_id, store.metrics(run_id), store.run_suites(run_id))
 
 
-def _run_suite(store: Store, run_id: str, target: Target, p: PreparedSuite, pos: int, config: RunConfig,
-               ctx: ScoreContext, progress: ProgressFactory | None) -> None:
+def _answer(targets: dict[str, Target], reqs: list[list[Request]], params: GenerationParams | None,
+            suite_id: str) -> list[list[Output]]:
+    """Send each target its requests in one batched call per primitive; outputs in request order."""
+    outputs: list[list[Output | None]] = [[None] * len(rs) for rs in reqs]
+    for name, target in targets.items():
+        ll = [(i, j, r) for i, rs in enumerate(reqs) for j, r in enumerate(rs) if isinstance(r, LL) and r.target == name]
+        gen = [(i, j, r) for i, rs in enumerate(reqs) for j, r in enumerate(rs) if isinstance(r, Gen) and r.target == name]
+        if ll:
+            for (i, j, _), o in zip(ll, target.loglikelihood([(r.context, r.continuation) for _, _, r in ll]), strict=True):
+                outputs[i][j] = o
+        if gen:
+            if params is None:
+                raise SuiteSpecError(f"suite {suite_id} generates text but has no generation section")
+            for (i, j, _), o in zip(gen, target.generate([r.prompt for _, _, r in gen], params), strict=True):
+                outputs[i][j] = o
+    missing = {r.target for rs, os_ in zip(reqs, outputs, strict=True) for r, o in zip(rs, os_, strict=True) if o is None}
+    if missing:
+        raise TargetError(f"suite {suite_id} needs a {'/'.join(sorted(missing))} model (pass --reference-model)")
+    return outputs  # type: ignore[return-value]
+
+
+def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: PreparedSuite, pos: int,
+               config: RunConfig, ctx: ScoreContext, progress: ProgressFactory | None) -> None:
     spec = p.suite.spec
     scorer = get_scorer(spec)
+    scorer.context = ctx
     t0 = time.perf_counter()
     done = store.item_ids(run_id, spec.id)
     chunks = [p.items[i : i + config.chunk_size] for i in range(0, len(p.items), config.chunk_size)]
@@ -162,11 +194,7 @@ def _run_suite(store: Store, run_id: str, target: Target, p: PreparedSuite, pos:
         chunk = [(i, it) for i, it in chunk if it["id"] not in done]
         items = [it for _, it in chunk]
         reqs = [scorer.requests(it) for it in items]
-        flat_ll = [(r.context, r.continuation) for rs in reqs for r in rs if isinstance(r, LL)]
-        flat_gen = [r.prompt for rs in reqs for r in rs if isinstance(r, Gen)]
-        ll_out = iter(target.loglikelihood(flat_ll) if flat_ll else [])
-        gen_out = iter(target.generate(flat_gen, params) if flat_gen and params else [])
-        outputs: list[list[Output]] = [[next(ll_out) if isinstance(r, LL) else next(gen_out) for r in rs] for rs in reqs]
+        outputs = _answer(targets, reqs, params, spec.id)
         scored = scorer.score_batch(items, outputs, ctx)
         store.write_items(run_id, spec.id, [(it["id"], i, it, s.output, s.score)
                                             for (i, it), s in zip(chunk, scored, strict=True)])

@@ -1,10 +1,9 @@
 import pytest
 
 from auditlm.errors import GateError
-from auditlm.metrics import MetricResult
+from auditlm.metrics import MetricResult, holm_adjust
 from auditlm.report import parse_gate
 from auditlm.scorers import ItemRecord, ScoreContext, get_scorer
-from auditlm.metrics import holm_adjust
 from auditlm.suites.loader import discover
 from auditlm.targets.base import LoglikelihoodResult
 

@@ -24,10 +24,15 @@ _MODULES = ("auditlm.scorers.bias", "auditlm.scorers.generation", "auditlm.score
 
 @dataclass(frozen=True)
 class LL:
-    """A log-likelihood request: score ``continuation`` after ``context``."""
+    """A log-likelihood request: score ``continuation`` after ``context``.
+
+    ``target`` is ``"main"`` (the audited model) or ``"reference"`` (``--reference-model``, for attacks and
+    calibrations that compare against a base model).
+    """
 
     context: str
     continuation: str
+    target: str = "main"
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,7 @@ class Gen:
     """A generation request (parameters come from the suite's ``generation`` section)."""
 
     prompt: str
+    target: str = "main"
 
 
 Request = LL | Gen
@@ -47,6 +53,7 @@ class ScoreContext:
 
     store_raw: bool = False
     salt: str = ""
+    has_reference: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -81,9 +88,13 @@ class Scorer:
     Options: ClassVar[type[BaseModel]] = NoOptions
     #: Whether the suite needs a ``generation`` section.
     generates: ClassVar[bool] = False
+    #: Whether the suite needs ``--reference-model`` (if False, reference requests are optional extras).
+    needs_reference: ClassVar[bool] = False
 
     def __init__(self, spec: SuiteSpec) -> None:
         self.spec = spec
+        #: Run-level settings; the runner sets it before asking for requests.
+        self.context = ScoreContext()
         try:
             self.options = self.Options.model_validate(spec.options)
         except ValidationError as e:
