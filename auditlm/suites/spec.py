@@ -29,16 +29,19 @@ class TemplateData(_Strict):
 
 
 class DataSpec(_Strict):
-    """Where a suite's items come from: exactly one of ``items``, ``templates`` or ``reader``.
+    """Where a suite's items come from: exactly one of ``items``, ``templates``, ``reader`` or ``generator``.
 
-    A ``reader`` (see :mod:`auditlm.suites.datasets`) reads ``path`` — absolute, or relative to the data
-    directory (``--data-dir`` / ``AUDITLM_DATA``) — or, when no local file is configured, the Hugging Face
-    dataset ``hub_id`` (``hub_config``, ``split``).
+    A ``reader`` (see :mod:`auditlm.suites.datasets`) reads ``path`` — absolute, relative to the data
+    directory (``--data-dir`` / ``AUDITLM_DATA``), or a run input such as ``{corpus}`` (``--corpus``) — or,
+    when no local file is configured, the Hugging Face dataset ``hub_id`` (``hub_config``, ``split``).
+    A ``generator`` makes ``size`` synthetic items in code, seeded by the run's seed (e.g. labelled PII).
     """
 
     items: list[dict[str, Any]] | None = None
     templates: TemplateData | None = None
     reader: str | None = None
+    generator: str | None = None
+    size: int = Field(200, ge=1, le=1_000_000)
     path: str | None = None
     hub_id: str | None = None
     hub_config: str | None = None
@@ -46,9 +49,9 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        given = [k for k in ("items", "templates", "reader") if getattr(self, k) is not None]
+        given = [k for k in ("items", "templates", "reader", "generator") if getattr(self, k) is not None]
         if len(given) != 1:
-            raise ValueError(f"data needs exactly one of items, templates, reader (got {given or 'none'})")
+            raise ValueError(f"data needs exactly one of items, templates, reader, generator (got {given or 'none'})")
         if self.reader is not None and self.path is None and self.hub_id is None:
             raise ValueError("a reader needs a path (relative to the data dir) or a hub_id")
         if self.items is not None and not self.items:
@@ -115,6 +118,13 @@ class SuiteSpec(_Strict):
     @property
     def needs_data_dir(self) -> bool:
         """True when the suite reads a local file relative to the data directory."""
-        return (
-            self.data.reader is not None and self.data.path is not None and not self.data.path.startswith("/")
-        )
+        p = self.data.path
+        return self.data.reader is not None and p is not None and not p.startswith(("/", "{"))
+
+    @property
+    def run_inputs(self) -> list[str]:
+        """Run inputs (``--corpus`` …) the suite's data path refers to as ``{name}``."""
+        import string
+
+        p = self.data.path or ""
+        return [f for _, f, _, _ in string.Formatter().parse(p) if f]
