@@ -48,7 +48,7 @@ def bad_probes(tmp_path: Path) -> Path:
 
 CASES = {
     "malformed yaml": (lambda p, s: ["run", "--probes", str(p), "--store", str(s)], "malformed probe file"),
-    "unknown suite": (lambda p, s: ["run", "--suite", "bias.nope", "--store", str(s)], "valid: bias.counterfactual_templates"),
+    "unknown suite": (lambda p, s: ["run", "--suite", "bias.nope", "--store", str(s)], "(valid: bias."),
     "unknown model": (lambda p, s: ["run", "--model", "no-such-org/no-such-model", "--suite",
                                     "bias.counterfactual_templates", "--store", str(s)], "unknown model 'no-such-org"),
     "missing model dir": (lambda p, s: ["run", "--model", "./missing-model-dir", "--suite",
