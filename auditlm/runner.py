@@ -196,7 +196,7 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
         reqs = [scorer.requests(it) for it in items]
         outputs = _answer(targets, reqs, params, spec.id)
         scored = scorer.score_batch(items, outputs, ctx)
-        store.write_items(run_id, spec.id, [(it["id"], i, it, s.output, s.score)
+        store.write_items(run_id, spec.id, [(it["id"], i, scorer.stored_input(it), s.output, s.score)
                                             for (i, it), s in zip(chunk, scored, strict=True)])
         if advance:
             advance(len(chunk))

@@ -107,6 +107,11 @@ class Scorer:
     def requests(self, item: dict[str, Any]) -> list[Request]:
         raise NotImplementedError
 
+    def stored_input(self, item: dict[str, Any]) -> dict[str, Any]:
+        """What the store keeps of an item's input. Privacy scorers override this to redact PII (raw values
+        only with ``self.context.store_raw``); :meth:`aggregate` must need no more than this."""
+        return item
+
     def score_batch(
         self, items: list[dict[str, Any]], outputs: list[list[Output]], ctx: ScoreContext
     ) -> list[ScoredItem]:
