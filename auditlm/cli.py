@@ -275,7 +275,12 @@ def suites_list(probes: ProbesOpt = None, as_json: JsonOpt = False) -> None:
         table.add_column(col)
     for k, s in sorted(found.items()):
         d = s.spec.data
-        data = f"{d.reader}: {d.path}" if d.reader else ("templates" if d.templates else f"{len(d.items or [])} items")
+        if d.reader:
+            data = f"{d.reader}: {d.path}"
+        elif d.generator:
+            data = f"generated: {d.generator} ×{d.size}"
+        else:
+            data = "templates" if d.templates else f"{len(d.items or [])} items"
         table.add_row(k, s.spec.version, s.spec.kind, "yes" if s.spec.default else "", data,
                       s.spec.description.split(". ")[0][:80])
     out.print(table)

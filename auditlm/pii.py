@@ -638,15 +638,18 @@ class PiiScanner:
         artifacts = engine.nlp_engine.process_batch(
             texts=texts, language=self.language, batch_size=batch_size
         )
-        for text, nlp_artifacts in artifacts:
-            raw = engine.analyze(
-                text=text,
-                language=self.language,
-                entities=list(self.entities),
-                score_threshold=floor,
-                nlp_artifacts=nlp_artifacts,
-            )
-            results.append(self._postprocess(text, raw))
+        # Presidio logs the words around each match at DEBUG ("Context list is: …"): raw PII must never
+        # reach a log, whatever the user's logging configuration.
+        with _quiet_presidio(logging.INFO):
+            for text, nlp_artifacts in artifacts:
+                raw = engine.analyze(
+                    text=text,
+                    language=self.language,
+                    entities=list(self.entities),
+                    score_threshold=floor,
+                    nlp_artifacts=nlp_artifacts,
+                )
+                results.append(self._postprocess(text, raw))
         return results
 
     def scan_one(self, text: str) -> list[PiiFinding]:

@@ -4,7 +4,7 @@ JSON summary schema ``auditlm.run/1`` (stable; additions only within a major ver
 
     {"schema": "auditlm.run/1", "run_id": str, "model": str, "status": str,
      "model_info": {...}, "suites": [{"id", "version", "status", "n_items", "detail"}],
-     "metrics": [{"suite", "metric", "group", "group_field", "value", "ci_low", "ci_high", "n"}],
+     "metrics": [{"suite", "metric", "group", "group_field", "value", "ci_low", "ci_high", "n", "extra"}],
      "gates": [{"expr", "passed", "value"}]}
 
 Rates are fractions in [0, 1]; ``group`` is null for the overall value; NaN is written as null.
@@ -95,7 +95,8 @@ def summary(run: Any, suites: list[dict[str, Any]], metrics: list[MetricResult],
         ],
         "metrics": [
             {"suite": m.suite, "metric": m.metric, "group": m.group, "group_field": m.group_field,
-             "value": _clean(m.value), "ci_low": _clean(m.ci_low), "ci_high": _clean(m.ci_high), "n": m.n}
+             "value": _clean(m.value), "ci_low": _clean(m.ci_low), "ci_high": _clean(m.ci_high), "n": m.n,
+             "extra": m.extra}
             for m in metrics
         ],
         "gates": [{"expr": g.expr, "passed": ok, "value": _clean(v)} for g, ok, v in (gates or [])],

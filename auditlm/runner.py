@@ -92,7 +92,7 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
         scorer.check()
         if scorer.needs_reference and config.reference_model is None:
             raise TargetError(f"suite {s.spec.id} needs --reference-model (a base model to compare against)")
-        items = load_items(s.spec, data_dir)
+        items = load_items(s.spec, data_dir, inputs=config.inputs, seed=config.seed)
         indexed = list(enumerate(items))
         if config.limit is not None and config.limit < len(items):
             gf = s.spec.group_fields

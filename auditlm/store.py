@@ -215,7 +215,7 @@ class Store:
         return _run_row(row)
 
     def list_runs(self) -> list[RunRow]:
-        rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at DESC, run_id DESC").fetchall()
+        rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at DESC, rowid DESC").fetchall()
         return [_run_row(r) for r in rows]
 
     # --- suites -----------------------------------------------------------------------------------------

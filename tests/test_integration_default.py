@@ -80,7 +80,7 @@ def test_default_audit_offline_suites(tmp_path: Path, capsys, monkeypatch):
     assert summary["model_info"]["revision"].startswith("b179c952")
     ids = {s["id"]: s["status"] for s in summary["suites"]}
     assert ids == {"bias.counterfactual_templates": "complete", "privacy.pii_emission": "complete",
-                   "bias.crows_pairs": "skipped"}
+                   "privacy.pii_detector": "complete", "bias.crows_pairs": "skipped"}
     for m in summary["metrics"]:
         assert m["n"] > 0 and m["ci_low"] is not None and m["ci_high"] is not None
         if m["metric"] in ("emission_rate", "copy_rate"):
