@@ -177,6 +177,9 @@ def run(
                     chosen.append(s)
                 else:
                     skipped[sid] = "no benchmark data (pass --data-dir or set AUDITLM_DATA)"
+        detector = available.get("privacy.pii_detector")
+        if detector is not None and detector not in chosen and any(s.spec.family == "privacy" for s in chosen):
+            chosen.append(detector)  # privacy results are printed next to the detector's own precision/recall
         cfg.suites = [s.spec.id for s in chosen]
         gates = [parse_gate(e, cfg.suites) for e in (fail_on or [])]
         prepared = runner.prepare(chosen, cfg, ddir)
@@ -325,6 +328,15 @@ def models_pull(name: str, force: Annotated[bool, typer.Option("--force")] = Fal
     with err.status(f"pulling {name} …"):
         path = pull(name, force=force)
     out.print(f"{name} cached at {path}")
+
+
+def _register_subcommands() -> None:
+    from auditlm.cli_privacy import privacy_app
+
+    app.add_typer(privacy_app, name="privacy")
+
+
+_register_subcommands()
 
 
 def _one_line(e: BaseException) -> str:

@@ -76,3 +76,10 @@ def test_models_list(capsys):
     rows = _json(["models", "list"], capsys)
     assert rows[0]["name"] == "smollm2-135m-instruct"
     assert set(rows[0]) >= {"name", "pulled", "path", "description"}
+
+
+def test_privacy_detector_eval_command(capsys):
+    rows = _json(["privacy", "detector-eval", "--size", "30", "--seed", "2"], capsys)
+    overall = {r["metric"]: r for r in rows if r["group"] is None}
+    assert {"precision", "recall", "f1"} <= set(overall)
+    assert all(0.0 <= r["value"] <= 1.0 and r["n"] > 0 for r in rows)
