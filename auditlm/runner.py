@@ -12,12 +12,12 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from auditlm.errors import StoreError, SuiteSpecError, TargetError
-from auditlm.metrics import MetricResult, stratified_subset
+from auditlm.metrics import MetricResult, stable_seed, stratified_subset
 from auditlm.scorers import LL, Gen, Output, Request, ScoreContext, get_scorer
 from auditlm.store import Store, new_run_id
 from auditlm.suites.datasets import load_items
@@ -166,10 +166,12 @@ def _answer(targets: dict[str, Target], reqs: list[list[Request]], params: Gener
         if ll:
             for (i, j, _), o in zip(ll, target.loglikelihood([(r.context, r.continuation) for _, _, r in ll]), strict=True):
                 outputs[i][j] = o
-        if gen:
-            if params is None:
-                raise SuiteSpecError(f"suite {suite_id} generates text but has no generation section")
-            for (i, j, _), o in zip(gen, target.generate([r.prompt for _, _, r in gen], params), strict=True):
+        if gen and params is None:
+            raise SuiteSpecError(f"suite {suite_id} generates text but has no generation section")
+        for k in sorted({r.sample for _, _, r in gen}):
+            draw = [(i, j, r) for i, j, r in gen if r.sample == k]
+            p = params if k == 0 else replace(params, seed=stable_seed(params.seed, "sample", k))  # type: ignore[arg-type]
+            for (i, j, _), o in zip(draw, target.generate([r.prompt for _, _, r in draw], p), strict=True):
                 outputs[i][j] = o
     missing = {r.target for rs, os_ in zip(reqs, outputs, strict=True) for r, o in zip(rs, os_, strict=True) if o is None}
     if missing:

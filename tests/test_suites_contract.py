@@ -19,6 +19,22 @@ SUITES = discover()
 DATA_DIR = resolve_data_dir(os.environ.get("AUDITLM_DATA") or None)
 
 
+def _example_inputs(tmp: Path) -> dict[str, str]:
+    """Small run inputs (``--corpus``, ``--non-members``, ``--canaries``) for suites that need them."""
+    import json
+
+    from auditlm.canaries import plant_canaries
+
+    names = ["Ada Park", "Ben Ortiz", "Cy Lund", "Dee Moss", "Eli Ford", "Fay Ng", "Gus Roy", "Hal Poe"]
+    rows = [{"text": f"Contact {n} at {n.split()[0].lower()}@example.org about flat {i}.", "member": i % 2 == 0}
+            for i, n in enumerate(names)]
+    corpus, non_members = tmp / "corpus.jsonl", tmp / "non_members.jsonl"
+    corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    non_members.write_text("".join(json.dumps(r) + "\n" for r in rows if not r["member"]))
+    planted = plant_canaries(corpus, tmp / "canaries", n_canaries=2, secret_length=2, seed=0)
+    return {"corpus": str(corpus), "non_members": str(non_members), "canaries": str(planted.record)}
+
+
 def test_every_probe_file_is_a_suite():
     files = sorted(builtin_probes_dir().rglob("*.yaml"))
     assert len(files) == len(SUITES) >= 3
@@ -43,7 +59,9 @@ def test_dry_run_on_tiny_model(suite_id: str, tiny_model_dir: Path, tmp_path: Pa
     s = SUITES[suite_id]
     if not has_local_data(s.spec, DATA_DIR):
         pytest.skip("needs AUDITLM_DATA")
-    cfg = runner.RunConfig(model=str(tiny_model_dir), suites=[suite_id], limit=6, seed=1, batch_size=4)
+    inputs = _example_inputs(tmp_path) if s.spec.run_inputs else {}
+    cfg = runner.RunConfig(model=str(tiny_model_dir), suites=[suite_id], limit=6, seed=1, batch_size=4,
+                           inputs=inputs)
     prepared = runner.prepare([s], cfg, DATA_DIR)
     assert len(prepared[0].items) == min(6, prepared[0].total)
     target = HFTarget(str(tiny_model_dir), batch_size=4)

@@ -19,7 +19,7 @@ from auditlm.suites.spec import SuiteSpec
 from auditlm.targets.base import LoglikelihoodResult
 
 _SCORERS: dict[str, type[Scorer]] = {}
-_MODULES = ("auditlm.scorers.bias", "auditlm.scorers.generation", "auditlm.scorers.privacy")
+_MODULES = ("auditlm.scorers.bias", "auditlm.scorers.generation", "auditlm.scorers.privacy", "auditlm.scorers.leakage")
 
 
 @dataclass(frozen=True)
@@ -37,10 +37,15 @@ class LL:
 
 @dataclass(frozen=True)
 class Gen:
-    """A generation request (parameters come from the suite's ``generation`` section)."""
+    """A generation request (parameters come from the suite's ``generation`` section).
+
+    ``sample`` numbers independent draws for the same prompt: draw ``k > 0`` is generated with a seed derived
+    from the run seed and ``k``, so a scorer can ask for several samples of one prompt.
+    """
 
     prompt: str
     target: str = "main"
+    sample: int = 0
 
 
 Request = LL | Gen
@@ -139,11 +144,7 @@ def register_scorer(kind: str):
 
 def _load_builtin() -> None:
     for m in _MODULES:
-        try:
-            importlib.import_module(m)
-        except ModuleNotFoundError as e:
-            if e.name != m:
-                raise
+        importlib.import_module(m)
 
 
 def scorer_kinds() -> list[str]:

@@ -41,11 +41,7 @@ def _load_reader_modules() -> None:
     import importlib
 
     for m in _READER_MODULES:
-        try:
-            importlib.import_module(m)
-        except ModuleNotFoundError as e:
-            if e.name != m:
-                raise
+        importlib.import_module(m)
 
 
 def register_reader(

@@ -29,11 +29,7 @@ def register_generator(name: str) -> Callable[[Generator], Generator]:
 
 def _load() -> None:
     for m in _GENERATOR_MODULES:
-        try:
-            importlib.import_module(m)
-        except ModuleNotFoundError as e:
-            if e.name != m:
-                raise
+        importlib.import_module(m)
 
 
 def generator_names() -> list[str]:

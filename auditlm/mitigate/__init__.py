@@ -1,0 +1,12 @@
+"""Mitigations that produce a new model directory, which ``auditlm run`` then audits like any other model.
+
+:func:`~auditlm.mitigate.finetune.finetune` is the shared training loop: a plain causal-LM fine-tune (full or
+LoRA) that the privacy ground-truth test uses to make a model that provably saw its training texts, and that
+data-side mitigations (scrubbing, counterfactual augmentation) reuse on their transformed corpora.
+"""
+
+from __future__ import annotations
+
+from auditlm.mitigate.finetune import finetune
+
+__all__ = ["finetune"]
