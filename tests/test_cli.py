@@ -83,3 +83,25 @@ def test_privacy_detector_eval_command(capsys):
     overall = {r["metric"]: r for r in rows if r["group"] is None}
     assert {"precision", "recall", "f1"} <= set(overall)
     assert all(0.0 <= r["value"] <= 1.0 and r["n"] > 0 for r in rows)
+
+
+def test_privacy_suites_from_the_cli(capsys, tiny_model_dir: Path, tmp_path: Path):
+    """--corpus / --non-members / --canaries / --reference-model reach the suites; canaries are planted by
+    'auditlm privacy canaries'."""
+    members = [f"Note {i}: call Dana Whitfield at 555-01{i:02d} about the lease." for i in range(8)]
+    others = [f"Memo {i}: Ravi Okafor moved the meeting to room {i}." for i in range(8)]
+    (tmp_path / "train.txt").write_text("\n".join(members) + "\n")
+    (tmp_path / "held.txt").write_text("\n".join(others) + "\n")
+    main(["privacy", "canaries", str(tmp_path / "train.txt"), str(tmp_path / "planted"), "--n", "2",
+          "--secret-length", "2", "--repeats", "2"])
+    assert "canaries.json" in capsys.readouterr().out
+    summary = _json(["run", "--model", str(tiny_model_dir), "--reference-model", str(tiny_model_dir),
+                     "--suite", "privacy.membership_inference", "--suite", "privacy.canary_exposure",
+                     "--corpus", str(tmp_path / "train.txt"), "--non-members", str(tmp_path / "held.txt"),
+                     "--canaries", str(tmp_path / "planted" / "canaries.json"),
+                     "--store", str(tmp_path / "runs.sqlite")], capsys)
+    ids = [s["id"] for s in summary["suites"]]
+    assert ids == ["privacy.membership_inference", "privacy.canary_exposure", "privacy.pii_detector"]
+    auc = next(m for m in summary["metrics"] if m["metric"] == "loss_auc" and m["group"] is None)
+    assert auc["n"] == 16 and 0.0 <= auc["value"] <= 1.0
+    assert any(m["metric"].startswith("reference") or "reference" in m["metric"] for m in summary["metrics"])

@@ -117,13 +117,8 @@ def test_fine_tuned_model_leaks_more_than_untouched(tmp_path: Path, tiny_model_d
     planted = plant_canaries(corpus, tmp_path / "planted", n_canaries=2, secret_length=3, repeats=6, seed=3)
     training = planted.corpus.read_text().splitlines()
     assert len(training) == N_MEMBERS + 2 * 6
-    labelled = tmp_path / "membership.jsonl"
-    labelled.write_text(
-        "".join(
-            json.dumps({"text": t, "member": m}) + "\n"
-            for t, m in [*((t, True) for t in members), *((t, False) for t in non_members)]
-        )
-    )
+    held_out = tmp_path / "held_out.txt"
+    held_out.write_text("\n".join(non_members) + "\n")
 
     tuned = finetune(
         tiny_model_dir, training, tmp_path / "tuned", epochs=150, lr=3e-3, batch_size=8, max_length=96, seed=0
@@ -132,12 +127,12 @@ def test_fine_tuned_model_leaks_more_than_untouched(tmp_path: Path, tiny_model_d
     assert record["epoch_loss"][-1] < record["epoch_loss"][0] / 10
     t_train = time.perf_counter() - t0
 
-    inputs = {"corpus": str(corpus), "canaries": str(planted.record)}
+    inputs = {"corpus": str(corpus), "canaries": str(planted.record), "non_members": str(held_out)}
     config = runner.RunConfig(model="tiny", suites=[f"privacy.{s}" for s in SUITES], seed=5, inputs=inputs)
     prepared = [
         _prepare("training_data_leakage", inputs, size=EXTRACTION_DRAWS),
         _prepare("canary_exposure", inputs),
-        _prepare("membership_inference", {"corpus": str(labelled)}),  # a labelled file: text + member
+        _prepare("membership_inference", inputs),  # members from --corpus, non-members from --non-members
     ]
     with Store(tmp_path / "runs.sqlite") as st:
         base = _metrics(st, tiny_model_dir, prepared, config)

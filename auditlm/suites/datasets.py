@@ -117,8 +117,13 @@ def load_items(
         from auditlm.suites.generators import generate
 
         items = [dict(it, id=str(it.get("id", i))) for i, it in enumerate(generate(d.generator, d.size, seed))]
+    elif d.sources:
+        items = []
+        for k, src in enumerate(d.sources):
+            for it in _read_input(spec, src.path, inputs or {}):
+                items.append({**it, **src.fields, "id": f"{k}:{it['id']}"})
     elif spec.run_inputs:
-        items = _read_input(spec, inputs or {})
+        items = _read_input(spec, d.path or "", inputs or {})
     else:
         items = _read(spec, data_dir)
     ids = [it["id"] for it in items]
@@ -163,14 +168,14 @@ def _check_reader(spec: SuiteSpec) -> None:
         raise DataError(f"suite {spec.id}: unknown reader '{spec.data.reader}' (valid: {choices(_READERS)})")
 
 
-def _read_input(spec: SuiteSpec, inputs: dict[str, str]) -> list[Item]:
+def _read_input(spec: SuiteSpec, template: str, inputs: dict[str, str]) -> list[Item]:
     """Read a path built from run inputs (``{corpus}`` → ``--corpus``): a local file, else a Hub dataset id."""
     missing = [k for k in spec.run_inputs if k not in inputs]
     if missing:
         flags = ", ".join("--" + k.replace("_", "-") for k in missing)
         raise DataError(f"suite {spec.id} needs {flags}")
     _check_reader(spec)
-    raw = (spec.data.path or "").format(**inputs)
+    raw = template.format(**inputs)
     p = Path(raw).expanduser()
     if p.exists():
         return _read_file(spec, p)

@@ -28,6 +28,14 @@ class TemplateData(_Strict):
     vars: dict[str, list[str]] = Field(default_factory=dict)
 
 
+class SourceSpec(_Strict):
+    """One labelled input of a suite that reads several: ``fields`` are added to every item read from
+    ``path`` (e.g. ``{member: true}`` for ``{corpus}``, ``{member: false}`` for ``{non_members}``)."""
+
+    path: str
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
 class DataSpec(_Strict):
     """Where a suite's items come from: exactly one of ``items``, ``templates``, ``reader`` or ``generator``.
 
@@ -40,6 +48,7 @@ class DataSpec(_Strict):
     items: list[dict[str, Any]] | None = None
     templates: TemplateData | None = None
     reader: str | None = None
+    sources: list[SourceSpec] | None = None
     generator: str | None = None
     size: int = Field(200, ge=1, le=1_000_000)
     path: str | None = None
@@ -52,8 +61,10 @@ class DataSpec(_Strict):
         given = [k for k in ("items", "templates", "reader", "generator") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError(f"data needs exactly one of items, templates, reader, generator (got {given or 'none'})")
-        if self.reader is not None and self.path is None and self.hub_id is None:
-            raise ValueError("a reader needs a path (relative to the data dir) or a hub_id")
+        if self.reader is not None and self.path is None and self.hub_id is None and not self.sources:
+            raise ValueError("a reader needs a path (relative to the data dir), sources, or a hub_id")
+        if self.sources is not None and (self.reader is None or self.path is not None):
+            raise ValueError("data.sources needs a reader and replaces data.path")
         if self.items is not None and not self.items:
             raise ValueError("data.items is empty")
         return self
@@ -126,5 +137,5 @@ class SuiteSpec(_Strict):
         """Run inputs (``--corpus`` …) the suite's data path refers to as ``{name}``."""
         import string
 
-        p = self.data.path or ""
-        return [f for _, f, _, _ in string.Formatter().parse(p) if f]
+        paths = [self.data.path or ""] + [src.path for src in self.data.sources or []]
+        return [f for p in paths for _, f, _, _ in string.Formatter().parse(p) if f]
