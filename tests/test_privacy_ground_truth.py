@@ -19,12 +19,12 @@ from pathlib import Path
 
 import pytest
 
-import auditlm.scorers.leakage as leakage
 import auditlm.suites.corpus  # noqa: F401  (registers the corpus readers)
 from auditlm import runner
 from auditlm.canaries import plant_canaries
 from auditlm.errors import DataError
 from auditlm.mitigate.finetune import RECORD_FILE, finetune
+from auditlm.scorers.leakage import DEFAULT_PROMPTS
 from auditlm.store import Store
 from auditlm.suites.loader import LoadedSuite, builtin_probes_dir, load_file
 from auditlm.targets.hf import HFTarget
@@ -32,25 +32,8 @@ from auditlm.targets.hf import HFTarget
 PROBES = builtin_probes_dir() / "privacy"
 SUFFIX = ".yaml"
 SUITES = ("training_data_leakage", "canary_exposure", "membership_inference")
-#: Openers of letters and notes; extraction samples from the same kind of generic prompts.
-OPENERS = (
-    "Dear",
-    "Hi",
-    "Hello",
-    "Contact",
-    "Note:",
-    "Reminder:",
-    "Please call",
-    "Call",
-    "Email",
-    "Meeting with",
-    "Invoice for",
-    "Thanks to",
-    "Ask",
-    "Write to",
-    "Reach",
-    "Message from",
-)
+#: Openers of letters and notes: the corpus starts its notes with the extraction attack's own generic prompts.
+OPENERS = tuple(p for p in DEFAULT_PROMPTS if p)[:16]
 N_MEMBERS = 32
 EXTRACTION_DRAWS = 40
 
@@ -179,7 +162,4 @@ def test_fine_tuned_model_leaks_more_than_untouched(tmp_path: Path, tiny_model_d
         assert f.value > 0.5 and f.ci_low > 0.5, signal
         assert f.value > b.value, signal
     assert not math.isnan(ft[("membership_inference", "loss_tpr_at_1pct_fpr", None)].value)
-    independent = (
-        EXTRACTION_DRAWS if leakage.GEN_HAS_SAMPLE else min(EXTRACTION_DRAWS, len(leakage.DEFAULT_PROMPTS))
-    )
-    assert ft[("training_data_leakage", "extraction_recall", None)].extra["draws"] == independent
+    assert ft[("training_data_leakage", "extraction_recall", None)].extra["draws"] == EXTRACTION_DRAWS
