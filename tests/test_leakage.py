@@ -468,15 +468,14 @@ def test_canary_and_membership_suites_store_nothing_raw(tmp_path: Path):
     path, _ = _pii_corpus(tmp_path)
     planted = plant_canaries(path, tmp_path / "planted", n_canaries=2, secret_length=2, repeats=2, seed=1)
     secrets = [c["secret"] for c in planted.canaries]
-    labelled = tmp_path / "labelled.jsonl"
     docs = path.read_text().splitlines()
-    labelled.write_text(
-        "".join(json.dumps({"text": d, "member": i % 2 == 0}) + "\n" for i, d in enumerate(docs))
-    )
+    members, non_members = tmp_path / "members.txt", tmp_path / "non_members.txt"
+    members.write_text("\n".join(docs[::2]) + "\n")
+    non_members.write_text("\n".join(docs[1::2]) + "\n")
     with Store(tmp_path / "runs.sqlite") as st:
         for name, inputs in (
             ("canary_exposure", {"canaries": str(planted.record)}),
-            ("membership_inference", {"corpus": str(labelled)}),
+            ("membership_inference", {"corpus": str(members), "non_members": str(non_members)}),
         ):
             config, prepared = prepare(suite(name), inputs, seed=0)
             _, result = run(st, FakeTarget(), prepared, config)
