@@ -4,12 +4,20 @@ Log-likelihoods follow lm-evaluation-harness 0.4.x ``HFLM`` exactly (tokenisatio
 pair, the BOS/EOS prefix for an empty context, left truncation, ``is_greedy``), so scores are comparable with
 published lm-eval numbers on the same model. Both primitives batch longest-first, back off on CUDA
 out-of-memory when the batch size is ``"auto"``, and memoise results on the instance.
+
+Requests whose token inputs share a prefix (the answers of a multiple-choice item, the two sentences of a
+CrowS-Pairs pair) are scored with the shared tokens computed once: their inputs are merged into a token tree
+(a trie) that runs as one sequence, each token attending to its ancestors only (a custom 4D attention mask) at
+the position it has in its own sequence. That is the same computation as one forward pass per request, up to
+floating-point summation order.
 """
 
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,11 +42,73 @@ _DTYPES = {
     "half": torch.float16,
 }
 
+#: Requests are merged into one token tree only when their inputs share at least this many leading tokens:
+#: a BOS and a word or two in common (CrowS-Pairs sentences that differ early) save little and lengthen rows.
+MIN_SHARED_TOKENS = 5
+#: A token tree may grow this many tokens beyond its longest member (bounds attention and mask size).
+PACK_EXTRA_TOKENS = 64
+#: Log-softmax over the vocabulary runs on slabs of about this many logits (16 MB in fp32).
+_SOFTMAX_SLAB = 1 << 22
+#: A batch of token trees holds at most this many attention-mask entries (batch x width x width): the mask is
+#: materialised, unlike the causal mask of the plain path.
+_MASK_ELEMENTS = 1 << 25
+#: Attention implementations that apply a custom additive 4D mask as given.
+_TREE_ATTENTION = ("sdpa", "eager")
+
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 
 # A tokenised loglikelihood request: (context tokens, continuation tokens).
 _Encoded = tuple[list[int], list[int]]
+
+
+@dataclass
+class _TokenTree:
+    """Model inputs of several requests merged on their common prefixes, nodes in depth-first pre-order.
+
+    A node is one input token at ``depth`` (its position id); it sees itself and its ancestors. ``members`` holds,
+    per request, its index, the nodes whose logits score its continuation, and the continuation tokens.
+    """
+
+    tokens: list[int] = field(default_factory=list)
+    depth: list[int] = field(default_factory=list)
+    parent: list[int] = field(default_factory=list)
+    members: list[tuple[int, list[int], list[int]]] = field(default_factory=list)
+    longest: int = 0
+
+    def add(self, x: list[int], shared: int, shared_path: list[int]) -> list[int]:
+        """Append input ``x`` whose first ``shared`` tokens are the nodes ``shared_path``; return its path."""
+        path = shared_path[:shared]
+        for d in range(shared, len(x)):
+            self.parent.append(path[-1] if path else -1)
+            path.append(len(self.tokens))
+            self.tokens.append(x[d])
+            self.depth.append(d)
+        self.longest = max(self.longest, len(x))
+        return path
+
+    def visibility(self) -> torch.Tensor:
+        """``[n, n]`` bool: node ``i`` may attend to node ``j`` (``j`` is ``i`` or one of its ancestors).
+
+        In pre-order a node's subtree is the contiguous range ``[j, end[j])``.
+        """
+        n = len(self.tokens)
+        end = list(range(1, n + 1))
+        for k in range(n - 1, -1, -1):
+            p = self.parent[k]
+            if p >= 0:
+                end[p] = max(end[p], end[k])
+        ar = torch.arange(n)
+        end_t = torch.tensor(end)
+        return (ar[None, :] <= ar[:, None]) & (ar[:, None] < end_t[None, :])
+
+
+def _common_prefix_len(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -94,6 +164,12 @@ class HFTarget:
     ``dtype="auto"`` is bfloat16 on CUDA and float32 on the CPU (a preloaded model keeps its dtype unless one
     is named). ``batch_size="auto"`` starts at ``max_batch_size`` and halves on CUDA out-of-memory.
 
+    With ``prefix_sharing`` (the default) requests whose inputs share at least :data:`MIN_SHARED_TOKENS` leading
+    tokens are scored as one token tree, the shared tokens computed once; a batch then holds ``batch_size``
+    trees. It needs a model whose attention takes a custom 4D mask (transformers' ``sdpa`` or ``eager``
+    attention); other models, and inputs longer than a sliding attention window, use the plain path, one
+    sequence per request, as ``prefix_sharing=False`` does everywhere.
+
     ``model``, ``tokenizer`` and ``device`` are public so that attribution and fine-tuning code can reuse the
     loaded model.
     """
@@ -112,6 +188,7 @@ class HFTarget:
         tokenizer: Any = None,
         name: str | None = None,
         revision_hash: str | None = None,
+        prefix_sharing: bool = True,
     ) -> None:
         if batch_size != "auto" and not (isinstance(batch_size, int) and batch_size >= 1):
             raise TargetError(f"batch_size must be a positive integer or 'auto', not {batch_size!r}")
@@ -144,6 +221,7 @@ class HFTarget:
         self.name: str = (
             name or model_name_or_path or str(getattr(model.config, "_name_or_path", "") or "model")
         )
+        self.prefix_sharing = bool(prefix_sharing)
         self._ll_cache: dict[LoglikelihoodRequest, LoglikelihoodResult] = {}
         self._gen_cache: dict[tuple[str, GenerationParams], str] = {}
 
@@ -279,12 +357,18 @@ class HFTarget:
         weights: list[int],
         compute: Callable[[list[_T]], list[_R]],
         progress: ProgressCallback | None,
+        cap: Callable[[_T], int] | None = None,
     ) -> list[_R]:
-        """Run ``compute`` over ``items`` (already sorted) in batches, halving the batch on CUDA OOM when auto."""
+        """Run ``compute`` over ``items`` (already sorted) in batches, halving the batch on CUDA OOM when auto.
+
+        ``cap(first item of a batch)``, if given, bounds that batch's size below the batch size.
+        """
         out: list[_R] = []
         i = 0
         while i < len(items):
             bs = self._batch_size
+            if cap is not None:
+                bs = max(1, min(bs, cap(items[i])))
             chunk = items[i : i + bs]
             try:
                 out.extend(compute(chunk))
@@ -333,34 +417,203 @@ class HFTarget:
                     f"continuation of {len(cont)} tokens exceeds the model's context length {self.max_length}"
                 )
             encoded.append((r, (ctx, cont)))
-        encoded.sort(key=lambda e: (-(len(e[1][0]) + len(e[1][1])), tuple(e[1][0] + e[1][1])))
+        plain = encoded
+        if self.prefix_sharing and self._takes_tree_attention():
+            limit = self._attention_window()
+            max_len = self.max_length
 
+            def fits(e: tuple[LoglikelihoodRequest, _Encoded]) -> bool:
+                return limit is None or min(len(e[1][0]) + len(e[1][1]), max_len + 1) - 1 <= limit
+
+            packed = [e for e in encoded if fits(e)]
+            plain = [e for e in encoded if not fits(e)]
+            trees = self._token_trees([e[1] for e in packed])
+            tree_results = self._run_batched(
+                trees,
+                [sum(counts[packed[m[0]][0]] for m in t.members) for t in trees],
+                self._ll_tree_batch,
+                progress,
+                cap=lambda tree: _MASK_ELEMENTS // len(tree.tokens) ** 2,
+            )
+            for tree, results in zip(trees, tree_results, strict=True):
+                for (i, _, _), res in zip(tree.members, results, strict=True):
+                    self._ll_cache[packed[i][0]] = res
+
+        plain.sort(key=lambda e: (-(len(e[1][0]) + len(e[1][1])), tuple(e[1][0] + e[1][1])))
         results = self._run_batched(
-            [e[1] for e in encoded], [counts[e[0]] for e in encoded], self._ll_batch, progress
+            [e[1] for e in plain], [counts[e[0]] for e in plain], self._ll_batch, progress
         )
-        for (r, _), res in zip(encoded, results, strict=True):
+        for (r, _), res in zip(plain, results, strict=True):
             self._ll_cache[r] = res
         return [self._ll_cache[r] for r in reqs]
 
-    def _ll_batch(self, chunk: list[_Encoded]) -> list[LoglikelihoodResult]:
+    def _model_inputs(self, chunk: list[_Encoded]) -> list[list[int]]:
+        """The model input per request: ``(ctx + cont)`` left-truncated to ``max_length + 1``, last token dropped."""
         max_len = self.max_length
-        inps = [(ctx + cont)[-(max_len + 1) :][:-1] for ctx, cont in chunk]
+        return [(ctx + cont)[-(max_len + 1) :][:-1] for ctx, cont in chunk]
+
+    def _ll_batch(self, chunk: list[_Encoded]) -> list[LoglikelihoodResult]:
+        """Plain path: one right-padded row per request, causal attention, as lm-eval's ``HFLM`` runs it."""
+        inps = self._model_inputs(chunk)
         width = max(len(x) for x in inps)
         pad = self.tokenizer.pad_token_id or 0
         batch = torch.tensor(
             [x + [pad] * (width - len(x)) for x in inps], dtype=torch.long, device=self.device
         )
+        keep = torch.zeros(batch.shape, dtype=torch.bool)
+        for b, (inp, (_, cont)) in enumerate(zip(inps, chunk, strict=True)):
+            keep[b, len(inp) - len(cont) : len(inp)] = True
         out: list[LoglikelihoodResult] = []
         with torch.inference_mode():
-            logits = self.model(input_ids=batch).logits
-            for row, inp, (_, cont) in zip(logits, inps, chunk, strict=True):
-                inplen, contlen = len(inp), len(cont)
-                logprobs = row[inplen - contlen : inplen].float().log_softmax(dim=-1)
+            logits = self._kept_logits(keep.to(self.device), input_ids=batch)
+            start = 0
+            for _, cont in chunk:
+                contlen = len(cont)
+                logprobs = logits[start : start + contlen].float().log_softmax(dim=-1)
+                start += contlen
                 target = torch.tensor(cont, dtype=torch.long, device=logprobs.device)
                 greedy = bool((logprobs.argmax(dim=-1) == target).all())
                 lp = float(logprobs.gather(1, target.unsqueeze(-1)).sum())
                 out.append(LoglikelihoodResult(lp, contlen, greedy))
         return out
+
+    # ------------------------------------------------------------------ shared prefixes
+
+    def _takes_tree_attention(self) -> bool:
+        """Whether the model honours a custom 4D attention mask and explicit position ids."""
+        config = self.model.config
+        return (
+            not getattr(config, "is_encoder_decoder", False)
+            and getattr(self.model, "_supports_attention_backend", False) is True
+            and getattr(config, "_attn_implementation", None) in _TREE_ATTENTION
+        )
+
+    def _attention_window(self) -> int | None:
+        """The smallest sliding / chunked attention window, if any: longer inputs take the plain path."""
+        config = self.model.config
+        cfg = getattr(config, "text_config", None) or config
+        windows = [
+            w
+            for attr in ("sliding_window", "attention_chunk_size")
+            if isinstance(w := getattr(cfg, attr, None), int) and w > 0
+        ]
+        return min(windows) if windows else None
+
+    def _token_trees(self, chunk: list[_Encoded]) -> list[_TokenTree]:
+        """Merge requests into token trees, longest first.
+
+        Sorting the inputs lexicographically puts inputs with a common prefix next to each other, and the longest
+        prefix an input shares with any earlier one is the one it shares with its predecessor; appending them in
+        that order builds each tree in depth-first pre-order. A tree takes the next input while that shares at
+        least :data:`MIN_SHARED_TOKENS` tokens with its predecessor and the tree stays within
+        :data:`PACK_EXTRA_TOKENS` of its longest member.
+        """
+        inps = self._model_inputs(chunk)
+        trees: list[_TokenTree] = []
+        tree: _TokenTree | None = None
+        prev: list[int] = []
+        prev_path: list[int] = []
+        for i in sorted(range(len(inps)), key=lambda i: inps[i]):
+            x, cont = inps[i], chunk[i][1]
+            shared = _common_prefix_len(prev, x)
+            new = len(x) - shared
+            if (
+                tree is None
+                or shared < MIN_SHARED_TOKENS
+                or len(tree.tokens) + new > max(tree.longest, len(x)) + PACK_EXTRA_TOKENS
+            ):
+                tree = _TokenTree()
+                trees.append(tree)
+                shared = 0
+            path = tree.add(x, shared, prev_path)
+            tree.members.append((i, path[len(x) - len(cont) :], cont))
+            prev, prev_path = x, path
+        trees.sort(key=lambda t: (-len(t.tokens), t.tokens))
+        return trees
+
+    def _ll_tree_batch(self, chunk: list[_TokenTree]) -> list[list[LoglikelihoodResult]]:
+        """Score a batch of token trees: one right-padded row per tree; a padding token sees only itself."""
+        width = max(len(t.tokens) for t in chunk)
+        pad = self.tokenizer.pad_token_id or 0
+        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
+        positions = torch.zeros((len(chunk), width), dtype=torch.long)
+        visible = torch.eye(width, dtype=torch.bool).repeat(len(chunk), 1, 1)
+        keep = torch.zeros((len(chunk), width), dtype=torch.bool)
+        for b, tree in enumerate(chunk):
+            n = len(tree.tokens)
+            ids[b, :n] = torch.tensor(tree.tokens)
+            positions[b, :n] = torch.tensor(tree.depth)
+            visible[b, :n, :n] = tree.visibility()
+            for _, nodes, _ in tree.members:
+                keep[b, nodes] = True
+        # Row of the kept logits for each (tree, node); then one flat list of (request, row, target) triples.
+        flat = (keep.flatten().cumsum(0) - 1).view(keep.shape)
+        req_of, rows, targets = [], [], []
+        k = 0
+        for b, tree in enumerate(chunk):
+            for _, nodes, cont in tree.members:
+                req_of.extend([k] * len(cont))
+                rows.extend(flat[b, nodes].tolist())
+                targets.extend(cont)
+                k += 1
+
+        # An additive float mask works for both sdpa and eager attention (a bool one only for sdpa).
+        mask = torch.zeros((len(chunk), 1, width, width), dtype=self.dtype).masked_fill_(
+            ~visible[:, None], torch.finfo(self.dtype).min
+        )
+        with torch.inference_mode():
+            logits = self._kept_logits(
+                keep.to(self.device),
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+            )
+            dev = logits.device
+            rows_t = torch.tensor(rows, dtype=torch.long, device=dev)
+            targets_t = torch.tensor(targets, dtype=torch.long, device=dev)
+            req_t = torch.tensor(req_of, dtype=torch.long, device=dev)
+            # fp32 log-softmax over the vocabulary a slab of rows at a time: a slab stays in cache, and no
+            # second [n_kept, vocab] tensor is allocated.
+            token_lp = torch.empty(len(rows), dtype=torch.float32, device=dev)
+            best = torch.empty(logits.shape[0], dtype=torch.long, device=dev)
+            step = max(1, _SOFTMAX_SLAB // logits.shape[-1])
+            for s0 in range(0, logits.shape[0], step):
+                slab = logits[s0 : s0 + step].float().log_softmax(dim=-1)
+                best[s0 : s0 + step] = slab.argmax(dim=-1)
+                sel = (rows_t >= s0) & (rows_t < s0 + step)
+                token_lp[sel] = slab[rows_t[sel] - s0, targets_t[sel]]
+            missed = best[rows_t] != targets_t
+            lp = torch.zeros(k, dtype=torch.float64, device=logits.device).index_add_(
+                0, req_t, token_lp.double()
+            )
+            n_missed = torch.zeros(k, dtype=torch.long, device=logits.device).index_add_(
+                0, req_t, missed.long()
+            )
+        lps, misses = lp.tolist(), n_missed.tolist()
+        out: list[list[LoglikelihoodResult]] = []
+        k = 0
+        for tree in chunk:
+            res = []
+            for _, _, cont in tree.members:
+                res.append(LoglikelihoodResult(lps[k], len(cont), misses[k] == 0))
+                k += 1
+            out.append(res)
+        return out
+
+    def _kept_logits(self, keep: torch.Tensor, **inputs: Any) -> torch.Tensor:
+        """Logits at the ``True`` positions of ``keep`` (``[batch, seq]``), as ``[n_kept, vocab]`` in row order.
+
+        Models whose forward slices with transformers' ``slice_logits_to_keep`` project only those positions onto
+        the vocabulary; others compute all logits and are sliced after.
+        """
+        kwargs: dict[str, Any] = {"logits_to_keep": keep} if self._slices_logits() else {}
+        logits = self.model(**inputs, use_cache=False, **kwargs).logits
+        return logits if logits.ndim == 2 else logits[keep]
+
+    def _slices_logits(self) -> bool:
+        """Whether the model's forward takes a boolean ``logits_to_keep`` (its module uses the transformers helper)."""
+        module = sys.modules.get(getattr(type(self.model).forward, "__module__", ""), None)
+        return getattr(module, "slice_logits_to_keep", None) is not None
 
     # ------------------------------------------------------------------ generation
 
