@@ -44,7 +44,9 @@ class RunConfig:
     probes: list[str] = field(default_factory=list)
     store_raw: bool = False
     trust_remote_code: bool = False
-    chunk_size: int = 32
+    #: Items computed and committed together. Larger chunks batch better (one length-sorted call per chunk:
+    #: 256 CrowS-Pairs items score ~1.6x faster than 32 here); a crash loses at most one chunk's work.
+    chunk_size: int = 256
     #: A base model some privacy attacks compare against (``--reference-model``).
     reference_model: str | None = None
     #: Run inputs that suites read through ``{name}`` placeholders in ``data.path`` (``--corpus`` …).

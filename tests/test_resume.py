@@ -59,7 +59,7 @@ KILLER = textwrap.dedent(
                 os.kill(os.getpid(), signal.SIGKILL)
             return inner.loglikelihood(reqs, progress)
 
-    cfg = runner.RunConfig(model=model_dir, suites={suites!r}, limit={limit}, seed=3, batch_size=4)
+    cfg = runner.RunConfig(model=model_dir, suites={suites!r}, limit={limit}, seed=3, batch_size=4, chunk_size=32)
     prepared = runner.prepare(select(discover(), cfg.suites), cfg, None)
     store = Store(store_path)
     run_id = runner.start_run(store, KillAfterTwoChunks(), prepared, cfg)
