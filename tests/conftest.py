@@ -118,3 +118,15 @@ def _hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     except ImportError:
         return
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny model trains and runs fastest on one torch thread (two threads on a busy 2-core machine are far
+    slower)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -529,17 +529,6 @@ def test_membership_inference_needs_labels(tmp_path: Path):
 # --- fine-tuning -----------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny model trains fastest on one thread (two threads on a busy 2-core machine are far slower)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.mark.parametrize("lora", [False, True])
 def test_finetune_saves_a_loadable_model(tmp_path: Path, tiny_target, lora: bool, one_thread):
     import torch

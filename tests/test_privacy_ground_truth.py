@@ -17,8 +17,6 @@ import random
 import time
 from pathlib import Path
 
-import pytest
-
 import auditlm.suites.corpus  # noqa: F401  (registers the corpus readers)
 from auditlm import runner
 from auditlm.canaries import plant_canaries
@@ -36,17 +34,6 @@ SUITES = ("training_data_leakage", "canary_exposure", "membership_inference")
 OPENERS = tuple(p for p in DEFAULT_PROMPTS if p)[:16]
 N_MEMBERS = 32
 EXTRACTION_DRAWS = 40
-
-
-@pytest.fixture
-def one_thread():
-    """The tiny model trains and runs fastest on one thread (and is then not slowed by a busy machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _notes(n: int, seed: int) -> list[str]:
