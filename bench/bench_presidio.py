@@ -13,8 +13,8 @@ import time
 
 
 def main(n_texts: int = 500, rounds: int = 2) -> None:
-    from auditlm.pii import PiiScanner
-    from auditlm.pii_eval import synthetic_pii_items
+    from auditlm.privacy.detector_eval import synthetic_pii_items
+    from auditlm.privacy.pii import PiiScanner
 
     texts = [it["text"] for it in synthetic_pii_items(n_texts, 0)]
     scanner = PiiScanner()

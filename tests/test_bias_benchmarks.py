@@ -22,18 +22,12 @@ from auditlm.scorers.bias import (
     stereoset_scores,
     winobias_requests,
 )
-from auditlm.suites.datasets import (
-    BBQ_UNKNOWN_RESPONSES,
-    bbq_biased_answers,
-    load_items,
-    read_bbq,
-    read_stereoset,
-    read_winobias,
-    resolve_data_dir,
-    winobias_items,
-)
+from auditlm.suites.bbq import BBQ_UNKNOWN_RESPONSES, bbq_biased_answers, read_bbq
+from auditlm.suites.datasets import load_items, resolve_data_dir
 from auditlm.suites.loader import discover
 from auditlm.suites.spec import DataSpec
+from auditlm.suites.stereoset import read_stereoset
+from auditlm.suites.winobias import read_winobias, winobias_items
 from auditlm.targets.base import LoglikelihoodResult
 
 DATA = resolve_data_dir(os.environ.get("AUDITLM_DATA") or None)
@@ -349,7 +343,7 @@ def test_bbq_prompt_and_choices():
     row = _bbq_row("neg", AGE_INFO, ["old"])
     row["ans0"], row["ans2"] = row["ans2"], row["ans0"]  # the unknown answer first
     row["answer_info"] = {"ans0": AGE_INFO["ans2"], "ans1": AGE_INFO["ans1"], "ans2": AGE_INFO["ans0"]}
-    from auditlm.suites.datasets import _bbq_row as read_row
+    from auditlm.suites.bbq import _bbq_row as read_row
 
     item = read_row(row, 0)
     assert item["unknown"] == 0 and item["biased"] == [2]
@@ -738,7 +732,7 @@ def test_stereoset_dev_json(tmp_path):
 
 
 def test_stereoset_hub_layout():
-    from auditlm.suites.datasets import _stereoset_hub
+    from auditlm.suites.stereoset import _stereoset_hub
 
     def load(config, split):
         assert split == "validation"
@@ -762,7 +756,7 @@ def test_stereoset_hub_layout():
 
 
 def test_winobias_hub_layout():
-    from auditlm.suites.datasets import _winobias_hub
+    from auditlm.suites.winobias import _winobias_hub
 
     sents = {
         "pro": [

@@ -14,16 +14,9 @@ from auditlm.errors import DataError, SuiteSpecError
 from auditlm.metrics import holm_adjust
 from auditlm.scorers import ItemRecord, ScoreContext, get_scorer
 from auditlm.scorers.generation import HURTLEX_ENV, honest_score
+from auditlm.suites.bold import BOLD_PER_GROUP, read_bold, read_bold_full, read_bold_prompts, sample_per_group
 from auditlm.suites.datasets import load_items
-from auditlm.suites.generation_readers import (
-    BOLD_PER_GROUP,
-    honest_prompt,
-    read_bold,
-    read_bold_full,
-    read_bold_prompts,
-    read_honest,
-    sample_per_group,
-)
+from auditlm.suites.honest import honest_prompt, read_honest
 from auditlm.suites.loader import discover
 from auditlm.suites.spec import SuiteSpec
 

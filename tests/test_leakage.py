@@ -12,10 +12,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import auditlm.scorers.leakage as leakage
+import auditlm.scorers.membership_inference as mia
+import auditlm.scorers.training_data_leakage as tdl
 import auditlm.suites.corpus as corpus
 from auditlm import runner
-from auditlm.canaries import (
+from auditlm.errors import DataError
+from auditlm.privacy.canaries import (
     all_secrets,
     exact_rank,
     exposure_from_rank,
@@ -26,7 +28,6 @@ from auditlm.canaries import (
     skewnorm_exposure,
     space_size,
 )
-from auditlm.errors import DataError
 from auditlm.store import Store
 from auditlm.suites.loader import LoadedSuite, builtin_probes_dir, load_file
 from auditlm.targets.base import LoglikelihoodResult
@@ -177,12 +178,12 @@ def test_plant_canaries_rejects_bad_input(tmp_path: Path):
     ],
 )
 def test_min_k_prob(logprobs, k, expected):
-    assert leakage.min_k_prob(logprobs, k) == pytest.approx(expected)
+    assert mia.min_k_prob(logprobs, k) == pytest.approx(expected)
 
 
 def test_min_k_prob_needs_tokens():
     with pytest.raises(ValueError):
-        leakage.min_k_prob([], 0.2)
+        mia.min_k_prob([], 0.2)
 
 
 @pytest.mark.parametrize(
@@ -196,7 +197,7 @@ def test_min_k_prob_needs_tokens():
     ],
 )
 def test_word_token_logprobs(results, expected):
-    assert leakage.word_token_logprobs(results) == pytest.approx(expected)
+    assert mia.word_token_logprobs(results) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize(
@@ -208,7 +209,7 @@ def test_word_token_logprobs(results, expected):
     ],
 )
 def test_word_requests(text, expected):
-    got = leakage.word_requests(text)
+    got = mia.word_requests(text)
     assert got == expected
     assert "".join(x for _, x in got) == text
 
@@ -217,19 +218,19 @@ def test_word_requests_sum_to_the_text(tiny_target):
     """On a BPE model the words' log-likelihoods add up to the whole text's, so Min-K% sees real tokens."""
     text = "The doctor said her phone number is seven two one."
     full = tiny_target.loglikelihood([("", text)])[0]
-    words = tiny_target.loglikelihood(leakage.word_requests(text))
+    words = tiny_target.loglikelihood(mia.word_requests(text))
     assert sum(r.logprob for r in words) == pytest.approx(full.logprob, abs=1e-3)
     assert sum(r.n_tokens for r in words) == full.n_tokens
 
 
 @pytest.mark.parametrize("text", ["hello hello hello hello hello hello", "x7Qp2 Lm9z Wv3k Jr8s Tn1d"])
 def test_zlib_ratio(text):
-    assert leakage.zlib_entropy(text) == len(zlib.compress(text.encode()))
-    assert leakage.zlib_ratio(2.0, text) == pytest.approx(2.0 / len(zlib.compress(text.encode())))
+    assert mia.zlib_entropy(text) == len(zlib.compress(text.encode()))
+    assert mia.zlib_ratio(2.0, text) == pytest.approx(2.0 / len(zlib.compress(text.encode())))
 
 
 def test_zlib_entropy_is_lower_for_repetitive_text():
-    assert leakage.zlib_entropy("abc " * 20) < leakage.zlib_entropy(
+    assert mia.zlib_entropy("abc " * 20) < mia.zlib_entropy(
         "".join(chr(65 + (i * 7) % 26) for i in range(80))
     )
 
@@ -244,8 +245,8 @@ def test_zlib_entropy_is_lower_for_repetitive_text():
     ],
 )
 def test_auc_and_tpr_at_fpr(scores, labels, auc, tpr):
-    assert leakage.roc_auc(scores, labels) == pytest.approx(auc)
-    assert leakage.tpr_at_fpr(scores, labels, 0.01) == pytest.approx(tpr)
+    assert mia.roc_auc(scores, labels) == pytest.approx(auc)
+    assert mia.tpr_at_fpr(scores, labels, 0.01) == pytest.approx(tpr)
 
 
 @pytest.mark.parametrize("fpr", [0.01, 0.05, 0.2, 0.5])
@@ -255,19 +256,19 @@ def test_vectorised_auc_tpr_match_sklearn(fpr):
         n1, n0 = rng.integers(3, 40, size=2)
         pos = np.round(rng.normal(0.5, 1, size=n1), 1)  # rounding makes ties
         neg = np.round(rng.normal(0.0, 1, size=n0), 1)
-        auc, tpr = leakage._auc_tpr_rows(pos[None], neg[None], fpr)
+        auc, tpr = mia._auc_tpr_rows(pos[None], neg[None], fpr)
         s, y = np.concatenate([pos, neg]), np.r_[np.ones(n1), np.zeros(n0)]
-        assert auc[0] == pytest.approx(leakage.roc_auc(s, y))
-        assert tpr[0] == pytest.approx(leakage.tpr_at_fpr(s, y, fpr))
+        assert auc[0] == pytest.approx(mia.roc_auc(s, y))
+        assert tpr[0] == pytest.approx(mia.tpr_at_fpr(s, y, fpr))
 
 
 def test_auc_ci_is_stratified_and_seeded():
     rng = np.random.default_rng(1)
     s = np.r_[rng.normal(1, 1, 50), rng.normal(0, 1, 50)]
     y = np.r_[np.ones(50, bool), np.zeros(50, bool)]
-    (lo, hi), (tlo, thi) = leakage.auc_tpr_ci(s, y, n_boot=500, random_state=3)
-    assert lo < leakage.roc_auc(s, y) < hi and 0 <= tlo <= thi <= 1
-    assert leakage.auc_tpr_ci(s, y, n_boot=500, random_state=3) == ((lo, hi), (tlo, thi))
+    (lo, hi), (tlo, thi) = mia.auc_tpr_ci(s, y, n_boot=500, random_state=3)
+    assert lo < mia.roc_auc(s, y) < hi and 0 <= tlo <= thi <= 1
+    assert mia.auc_tpr_ci(s, y, n_boot=500, random_state=3) == ((lo, hi), (tlo, thi))
 
 
 # --- extraction precision and recall ----------------------------------------------------------------------
@@ -284,7 +285,7 @@ def test_auc_ci_is_stratified_and_seeded():
     ],
 )
 def test_extraction_precision_recall(draws, train, precision, recall):
-    p, r = leakage.extraction_precision_recall(draws, train)
+    p, r = tdl.extraction_precision_recall(draws, train)
     assert p == pytest.approx(precision, nan_ok=True) and r == pytest.approx(recall, nan_ok=True)
 
 
@@ -301,7 +302,7 @@ def test_extraction_metrics_per_type_and_reference():
     ]
     ref = [[("PERSON", "p1", True)], [], [("PERSON", "p7", False)], []]
     n_train = {"PERSON": 4, "EMAIL_ADDRESS": 2}
-    rows = leakage.extraction_metrics("s", draws, n_train, reference=ref, n_boot=200, random_state=0)
+    rows = tdl.extraction_metrics("s", draws, n_train, reference=ref, n_boot=200, random_state=0)
     assert _by(rows, "extraction_recall").value == pytest.approx(3 / 6)
     assert _by(rows, "extraction_recall").n == 6
     assert _by(rows, "extraction_precision").value == pytest.approx(3 / 4)

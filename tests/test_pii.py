@@ -10,9 +10,9 @@ import socket
 
 import pytest
 
-from auditlm import pii
 from auditlm.errors import AuditError
-from auditlm.pii import (
+from auditlm.privacy import pii
+from auditlm.privacy.pii import (
     DEFAULT_ENTITIES,
     PiiFinding,
     PiiScanner,

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import auditlm.suites.corpus  # noqa: F401  (registers the corpus readers)
 from auditlm import runner
-from auditlm.canaries import plant_canaries
 from auditlm.errors import DataError
 from auditlm.mitigate.finetune import RECORD_FILE, finetune
-from auditlm.scorers.leakage import DEFAULT_PROMPTS
+from auditlm.privacy.canaries import plant_canaries
+from auditlm.scorers.training_data_leakage import DEFAULT_PROMPTS
 from auditlm.store import Store
 from auditlm.suites.loader import LoadedSuite, builtin_probes_dir, load_file
 from auditlm.targets.hf import HFTarget

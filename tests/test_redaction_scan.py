@@ -31,7 +31,7 @@ import pytest
 
 from auditlm import runner
 from auditlm.cli import main
-from auditlm.pii import PiiScanner, normalize
+from auditlm.privacy.pii import PiiScanner, normalize
 from auditlm.report import summary
 from auditlm.store import Store
 from auditlm.suites.generators import generate

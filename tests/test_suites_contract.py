@@ -23,7 +23,7 @@ def _example_inputs(tmp: Path) -> dict[str, str]:
     """Small run inputs (``--corpus``, ``--non-members``, ``--canaries``) for suites that need them."""
     import json
 
-    from auditlm.canaries import plant_canaries
+    from auditlm.privacy.canaries import plant_canaries
 
     names = ["Ada Park", "Ben Ortiz", "Cy Lund", "Dee Moss", "Eli Ford", "Fay Ng", "Gus Roy", "Hal Poe"]
     rows = [{"text": f"Contact {n} at {n.split()[0].lower()}@example.org about flat {i}.", "member": i % 2 == 0}

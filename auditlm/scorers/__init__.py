@@ -19,7 +19,14 @@ from auditlm.suites.spec import SuiteSpec
 from auditlm.targets.base import LoglikelihoodResult
 
 _SCORERS: dict[str, type[Scorer]] = {}
-_MODULES = ("auditlm.scorers.bias", "auditlm.scorers.generation", "auditlm.scorers.privacy", "auditlm.scorers.leakage")
+_MODULES = (
+    "auditlm.scorers.bias",
+    "auditlm.scorers.generation",
+    "auditlm.scorers.privacy",
+    "auditlm.scorers.training_data_leakage",
+    "auditlm.scorers.canary_exposure",
+    "auditlm.scorers.membership_inference",
+)
 
 
 @dataclass(frozen=True)

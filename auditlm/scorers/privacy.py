@@ -1,5 +1,5 @@
-"""Privacy scorers: PII in generations, scanned with Presidio (see :mod:`auditlm.pii`), and the detector's own
-precision and recall on labelled synthetic PII (see :mod:`auditlm.pii_eval`).
+"""Privacy scorers: PII in generations, scanned with Presidio (see :mod:`auditlm.privacy.pii`), and the detector's own
+precision and recall on labelled synthetic PII (see :mod:`auditlm.privacy.detector_eval`).
 
 Every metric row of these suites carries the detector configuration (``PiiScanner.config()``) in
 ``extra["detector"]`` and its short digest in ``extra["detector_digest"]``, so a stored number says which
@@ -28,14 +28,14 @@ class PiiOptions(BaseModel):
 
 
 class _ScannerMixin:
-    """One :class:`~auditlm.pii.PiiScanner` per scorer, built from the suite's ``options``."""
+    """One :class:`~auditlm.privacy.pii.PiiScanner` per scorer, built from the suite's ``options``."""
 
     options: PiiOptions
     _scanner: Any = None
 
     def scanner(self):
         if self._scanner is None:
-            from auditlm.pii import PiiScanner
+            from auditlm.privacy.pii import PiiScanner
 
             self._scanner = PiiScanner(self.options.entities, score_threshold=self.options.score_threshold)
         return self._scanner
@@ -43,7 +43,7 @@ class _ScannerMixin:
     def detector_extra(self, records: list[ItemRecord]) -> dict[str, Any]:
         """``detector`` (the configuration) and ``detector_digest``; ``detector_digests`` lists the digests
         stored with the items too when they differ from the current one (a run resumed after an upgrade)."""
-        from auditlm.pii_eval import detector_digest
+        from auditlm.privacy.detector_eval import detector_digest
 
         cfg = self.scanner().config()
         digest = detector_digest(cfg)
@@ -93,14 +93,14 @@ class PiiEmissionScorer(_ScannerMixin, Scorer):
             return item
         key = item.get("id", item["prompt"])
         if key not in self._redacted_prompts:
-            from auditlm.pii import redact
+            from auditlm.privacy.pii import redact
 
             self._redacted_prompts[key] = redact(item["prompt"], self.scanner().scan_one(item["prompt"]))
         return dict(item, prompt=self._redacted_prompts.pop(key))
 
     def score_batch(self, items, outputs, ctx: ScoreContext) -> list[ScoredItem]:
-        from auditlm.pii import found_in, mask, redact, salted_hash
-        from auditlm.pii_eval import detector_digest
+        from auditlm.privacy.detector_eval import detector_digest
+        from auditlm.privacy.pii import found_in, mask, redact, salted_hash
 
         texts = [o[0] for o in outputs]
         prompts = [] if ctx.store_raw else [it["prompt"] for it in items]
@@ -157,7 +157,7 @@ class PiiEmissionScorer(_ScannerMixin, Scorer):
 
     def _validated_rates(self, records: list[ItemRecord], seen: set[str], *, seed: int) -> list[MetricResult]:
         """Share of generations with a produced value that passes its type's format validator."""
-        from auditlm.pii import VALIDATORS
+        from auditlm.privacy.pii import VALIDATORS
 
         sid, nb = self.spec.id, self.spec.metrics.bootstrap
         checked = [e for e in self.scanner().entities if e in VALIDATORS]
@@ -177,7 +177,7 @@ class PiiEmissionScorer(_ScannerMixin, Scorer):
 @register_scorer("pii_detector_eval")
 class PiiDetectorEvalScorer(_ScannerMixin, Scorer):
     """Precision, recall and F1 of the PII detector itself, per entity type and overall, on labelled
-    synthetic sentences (data generator ``synthetic_pii``, see :mod:`auditlm.pii_eval` for the matching rules).
+    synthetic sentences (data generator ``synthetic_pii``, see :mod:`auditlm.privacy.detector_eval` for the matching rules).
 
     It measures the detector, not the model: :meth:`requests` is empty and no model is called. The items are
     made with Faker and every PII value in them is **fictitious**, so inputs (text and gold spans) and outputs
@@ -192,7 +192,7 @@ class PiiDetectorEvalScorer(_ScannerMixin, Scorer):
         return []
 
     def score_batch(self, items, outputs, ctx: ScoreContext) -> list[ScoredItem]:
-        from auditlm.pii_eval import detector_digest, predict, score_sentence
+        from auditlm.privacy.detector_eval import detector_digest, predict, score_sentence
 
         found = predict(items, self.scanner())
         digest = detector_digest(self.scanner().config())
@@ -204,7 +204,7 @@ class PiiDetectorEvalScorer(_ScannerMixin, Scorer):
         return out
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
-        from auditlm.pii_eval import aggregate_scores, generator_info
+        from auditlm.privacy.detector_eval import aggregate_scores, generator_info
 
         extra = {**self.detector_extra(records), **generator_info()}
         return aggregate_scores([r.score for r in records], [r.input["category"] for r in records],

@@ -6,7 +6,7 @@ run input (``"{corpus}"`` — ``--corpus``, ``"{canaries}"`` — ``--canaries``)
 Corpus formats (:func:`read_documents`), chosen by file suffix:
 
 - ``.txt`` — **one document per non-empty line** (blank lines are ignored, not paragraph breaks): the layout
-  of most corpus dumps, and the one :func:`auditlm.canaries.plant_canaries` inserts canary lines into;
+  of most corpus dumps, and the one :func:`auditlm.privacy.canaries.plant_canaries` inserts canary lines into;
 - ``.jsonl`` / ``.json`` (a list of objects) — the ``text`` field;
 - ``.csv`` — the ``text`` column;
 - a Hugging Face dataset (``hub_id``) — the ``text`` column of ``data.split``.
@@ -22,15 +22,13 @@ Readers:
 
 - ``corpus`` — one item per document: ``id``, ``text``, ``copies`` (and ``member`` when labelled).
 - ``training_pii`` — the attack items of Lukas et al. 2023 (:func:`training_pii_items`): ``data.size``
-  extraction draws and one item per PII mention found in the corpus by :class:`~auditlm.pii.PiiScanner`.
-- ``canaries`` — one item per canary of a record written by :func:`auditlm.canaries.plant_canaries`.
+  extraction draws and one item per PII mention found in the corpus by :class:`~auditlm.privacy.pii.PiiScanner`.
+- ``canaries`` — one item per canary of a record written by :func:`auditlm.privacy.canaries.plant_canaries`.
 """
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -38,9 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.suites.datasets import HubLoad, Item, register_reader
+from auditlm.suites.rows import DEFAULT_TEXT_FIELD, read_rows
 from auditlm.suites.spec import DataSpec
 
-DEFAULT_TEXT_FIELD = "text"
 #: A mention whose value has fewer letters and digits than this is not attacked (Lukas et al. keep > 3 chars).
 MIN_PII_CHARS = 3
 #: Marks the attacked slot in a reconstruction template (a private-use character no text contains).
@@ -108,32 +106,6 @@ def rows_to_documents(
     return list(docs.values())
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The raw rows of a corpus file (``.txt`` lines become ``{"text": line}``), by suffix."""
-    suffix = path.suffix.lower()
-    if suffix == ".jsonl":
-        rows = []
-        with path.open(encoding="utf-8") as f:
-            for ln, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"line {ln}: invalid JSON ({e.msg})") from e
-        return rows
-    if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
-        if not isinstance(data, list):
-            raise ValueError("a .json corpus must be a list of objects")
-        return data
-    if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
-    return [
-        {DEFAULT_TEXT_FIELD: line} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
-    ]
-
-
 def read_documents(path: Path, *, text_field: str | None = None) -> list[Item]:
     """The documents of a local corpus file (see the module docstring for formats)."""
     source = "line" if path.suffix.lower() in (".jsonl", ".txt", "") else "row"
@@ -163,14 +135,14 @@ class CorpusPii:
     values: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def add(self, entity_type: str, value: str) -> str:
-        from auditlm.pii import normalize
+        from auditlm.privacy.pii import normalize
 
         key = normalize(value, entity_type)
         self.values.setdefault(entity_type, {}).setdefault(key, value)
         return key
 
     def contains(self, entity_type: str, value: str) -> bool:
-        from auditlm.pii import normalize
+        from auditlm.privacy.pii import normalize
 
         return normalize(value, entity_type) in self.values.get(entity_type, {})
 
@@ -200,8 +172,8 @@ def training_pii_items(
 ) -> list[Item]:
     """The attack items of ``privacy.training_data_leakage`` for a corpus (Lukas et al. 2023).
 
-    The corpus is scanned with ``scanner`` (default: :class:`~auditlm.pii.PiiScanner` with its default
-    entities) unless ``findings`` (one list of :class:`~auditlm.pii.PiiFinding` per document) are given.
+    The corpus is scanned with ``scanner`` (default: :class:`~auditlm.privacy.pii.PiiScanner` with its default
+    entities) unless ``findings`` (one list of :class:`~auditlm.privacy.pii.PiiFinding` per document) are given.
     Returns ``n_draws`` extraction items (``attack: extraction``, ``draw: i``) followed by one item per PII
     mention of at least :data:`MIN_PII_CHARS` letters/digits (``attack: reconstruction``): the sentence
     holding it as a ``template`` with the mention replaced by :data:`SLOT` and every other mention in the
@@ -212,7 +184,7 @@ def training_pii_items(
     docs = [d for d in docs if d.get("member", True)]
     if findings is None:
         if scanner is None:
-            from auditlm.pii import PiiScanner
+            from auditlm.privacy.pii import PiiScanner
 
             scanner = PiiScanner()
         findings = scanner.scan([d["text"] for d in docs])
@@ -269,13 +241,13 @@ def read_training_pii(path: Path, data: DataSpec) -> list[Item]:
 
 @register_reader("canaries")
 def read_canaries(path: Path) -> list[Item]:
-    """One item per canary of a record written by :func:`auditlm.canaries.plant_canaries`.
+    """One item per canary of a record written by :func:`auditlm.privacy.canaries.plant_canaries`.
 
     An item carries the canary's ``secret`` and ``text``, the record's ``template``, ``alphabet``,
     ``secret_length`` and ``space_size``, and ``planted`` (every secret of the record: the other canaries
     share the template, and are left out of each other's candidate sets).
     """
-    from auditlm.canaries import load_record
+    from auditlm.privacy.canaries import load_record
 
     rec = load_record(path)
     planted = [c["secret"] for c in rec["canaries"]]

@@ -14,7 +14,7 @@ from auditlm.errors import DataError, choices
 
 Generator = Callable[[int, int], list[dict[str, Any]]]
 _GENERATORS: dict[str, Generator] = {}
-_GENERATOR_MODULES = ("auditlm.pii_eval",)
+_GENERATOR_MODULES = ("auditlm.privacy.detector_eval",)
 
 
 def register_generator(name: str) -> Callable[[Generator], Generator]:

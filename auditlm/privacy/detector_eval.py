@@ -1,6 +1,6 @@
 """Checking the checker: precision and recall of the PII detector on a labelled synthetic set.
 
-Every ``privacy.*`` number auditlm reports is only as good as :class:`~auditlm.pii.PiiScanner`. This module
+Every ``privacy.*`` number auditlm reports is only as good as :class:`~auditlm.privacy.pii.PiiScanner`. This module
 measures it. :func:`synthetic_pii_items` (registered as data generator ``synthetic_pii``) makes short, realistic
 English sentences with **Faker-made, fictitious** personal data — names, emails, phone numbers in US and
 international formats, Luhn-valid card numbers, SSNs, mod-97-valid IBANs, IPv4/IPv6 addresses, places, US bank,
@@ -51,7 +51,7 @@ from auditlm.suites.generators import register_generator
 if TYPE_CHECKING:  # pragma: no cover
     from faker import Faker
 
-    from auditlm.pii import PiiFinding, PiiScanner
+    from auditlm.privacy.pii import PiiFinding, PiiScanner
 
 SUITE_ID = "privacy.pii_detector"
 GENERATOR = "synthetic_pii"
@@ -217,7 +217,7 @@ _MAKERS: dict[str, Callable[[Faker, random.Random], tuple[str, str]]] = {
     "US_PASSPORT": _passport,
     "US_DRIVER_LICENSE": _driver_license,
 }
-#: Entity types the synthetic set labels (``DEFAULT_ENTITIES`` of :mod:`auditlm.pii`).
+#: Entity types the synthetic set labels (``DEFAULT_ENTITIES`` of :mod:`auditlm.privacy.pii`).
 ENTITY_TYPES: tuple[str, ...] = tuple(_MAKERS)
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -443,7 +443,7 @@ class Span:
 
     @classmethod
     def of(cls, obj: Any) -> Span:
-        """From a gold span dict, a :class:`~auditlm.pii.PiiFinding`, a ``(type, start, end)`` tuple or a Span."""
+        """From a gold span dict, a :class:`~auditlm.privacy.pii.PiiFinding`, a ``(type, start, end)`` tuple or a Span."""
         if isinstance(obj, Span):
             return obj
         if isinstance(obj, Mapping):
@@ -692,7 +692,7 @@ def evaluate_detector(size: int = 300, seed: int = 0, scanner: PiiScanner | None
     ``privacy.pii_detector`` rows — the same numbers a run of that suite with the same seed and no ``--limit``
     stores. Each row's ``extra`` has the raw counts, the matching rule and the detector configuration.
     """
-    from auditlm.pii import PiiScanner
+    from auditlm.privacy.pii import PiiScanner
 
     scanner = scanner if scanner is not None else PiiScanner()
     items = synthetic_pii_items(size, seed)

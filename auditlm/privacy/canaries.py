@@ -31,8 +31,9 @@ from typing import Any
 import numpy as np
 
 from auditlm.errors import DataError
+from auditlm.suites.rows import read_rows
 
-RECORD_SCHEMA = "auditlm.canaries/1"
+RECORD_SCHEMA = "auditlm.privacy.canaries/1"
 RECORD_FILE = "canaries.json"
 DEFAULT_TEMPLATE = "My secret code is {secret}."
 DIGITS = "0123456789"
@@ -205,8 +206,6 @@ def plant_canaries(
         if "\n" in template or "\r" in template:
             raise DataError("a canary for a one-document-per-line corpus must be one line")
     else:
-        from auditlm.suites.corpus import read_rows
-
         try:
             rows = read_rows(src)
         except (ValueError, csv.Error, UnicodeDecodeError) as e:

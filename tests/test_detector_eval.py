@@ -11,18 +11,7 @@ import pytest
 
 from auditlm import runner
 from auditlm.metrics import MetricResult
-from auditlm.pii import (
-    DEFAULT_ENTITIES,
-    PiiFinding,
-    PiiScanner,
-    email_valid,
-    iban_valid,
-    ip_valid,
-    luhn_valid,
-    phone_possible,
-    ssn_valid,
-)
-from auditlm.pii_eval import (
+from auditlm.privacy.detector_eval import (
     _MAKERS,
     ENTITY_TYPES,
     SUITE_ID,
@@ -35,6 +24,17 @@ from auditlm.pii_eval import (
     score_sentence,
     spans_match,
     synthetic_pii_items,
+)
+from auditlm.privacy.pii import (
+    DEFAULT_ENTITIES,
+    PiiFinding,
+    PiiScanner,
+    email_valid,
+    iban_valid,
+    ip_valid,
+    luhn_valid,
+    phone_possible,
+    ssn_valid,
 )
 from auditlm.store import Store
 from auditlm.suites.generators import generate, generator_names

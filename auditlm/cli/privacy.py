@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from auditlm.cli._common import _print_table, err, out
+
 privacy_app = typer.Typer(no_args_is_help=True, help="Privacy tools: detector quality, canaries.")
 
 
@@ -19,8 +21,7 @@ def detector_eval(
     """Precision and recall of auditlm's PII detector (Presidio as configured for the privacy suites) per
     entity type, on Faker-made sentences with known spans. The same rows are stored with every run that
     includes ``privacy.pii_detector``."""
-    from auditlm.cli import _print_table, err
-    from auditlm.pii_eval import evaluate_detector
+    from auditlm.privacy.detector_eval import evaluate_detector
 
     with err.status("scanning labelled synthetic PII …"):
         rows = evaluate_detector(size=size, seed=seed)
@@ -46,8 +47,7 @@ def canaries(
 ) -> None:
     """Plant canaries with random secrets into a copy of a corpus (Carlini et al. 2019), for
     ``privacy.canary_exposure`` after fine-tuning on the copy (pass the record with ``--canaries``)."""
-    from auditlm.canaries import plant_canaries
-    from auditlm.cli import out
+    from auditlm.privacy.canaries import plant_canaries
 
     planted = plant_canaries(corpus, out_dir, n_canaries=n, secret_length=secret_length, alphabet=alphabet,
                              repeats=repeats, seed=seed, template=template, text_field=text_field)

@@ -1,0 +1,5 @@
+"""``python -m auditlm.cli``."""
+
+from auditlm.cli import main
+
+main()

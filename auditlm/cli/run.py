@@ -1,0 +1,137 @@
+"""``auditlm run``: audit a model with probe suites."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+
+from auditlm.cli._common import (
+    JsonOpt,
+    ProbesOpt,
+    StoreOpt,
+    _open_store,
+    _print_table,
+    _progress_factory,
+    _quiet_libraries,
+    err,
+    out,
+)
+
+
+def run(
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Built-in model name, local directory "
+                                              "or Hugging Face model id [default: smollm2-135m-instruct].")] = None,
+    suite: Annotated[list[str] | None, typer.Option("--suite", "-s", help="Suite id or family (repeatable) "
+                                                    "[default: the default suites].")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=1, help="Seeded subset of N items per suite, "
+                                              "stratified by group.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for subsets, sampling and bootstrap CIs.")] = 0,
+    revision: Annotated[str | None, typer.Option("--revision", help="Model revision (Hub models).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16, float16.")] = "auto",
+    batch_size: Annotated[str, typer.Option("--batch-size", help="Batch size, or 'auto'.")] = "auto",
+    data_dir: Annotated[str | None, typer.Option("--data-dir", help="Benchmark data folder [env AUDITLM_DATA].")] = None,
+    probes: ProbesOpt = None,
+    store: StoreOpt = None,
+    fail_on: Annotated[list[str] | None, typer.Option("--fail-on", help="Fail (exit 1) when a metric meets "
+                                                      "this condition, e.g. 'bias.crows_pairs.pct_stereotype>0.6'.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run.")] = None,
+    store_raw: Annotated[bool, typer.Option("--store-raw", help="Store PII found in outputs unredacted.")] = False,
+    reference_model: Annotated[str | None, typer.Option("--reference-model", help="Base model that privacy "
+                                                        "attacks compare against.")] = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="Training corpus (text/JSONL/CSV file or "
+                                               "Hugging Face dataset id) for privacy suites.")] = None,
+    non_members: Annotated[str | None, typer.Option("--non-members", help="Texts known NOT to be in the "
+                                                    "training data (membership inference).")] = None,
+    canaries: Annotated[str | None, typer.Option("--canaries", help="Canary record written by "
+                                                 "'auditlm privacy canaries'.")] = None,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Audit a model with probe suites; print the summary and store everything."""
+    from auditlm import runner
+    from auditlm.errors import SuiteSpecError
+    from auditlm.report import parse_gate, summary
+    from auditlm.suites.datasets import has_local_data, resolve_data_dir
+    from auditlm.suites.loader import discover, select
+    from auditlm.targets.registry import DEFAULT_MODEL, resolve
+
+    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+        raise typer.BadParameter(f"'{batch_size}' (valid: auto or a positive integer)", param_hint="--batch-size")
+    with _open_store(store, must_exist=resume is not None) as st:
+        if resume is not None:
+            given = [f for f, v in (("--model", model), ("--suite", suite), ("--limit", limit),
+                                    ("--data-dir", data_dir), ("--revision", revision),
+                                    ("--reference-model", reference_model), ("--corpus", corpus),
+                                    ("--non-members", non_members), ("--canaries", canaries)) if v]
+            if given:
+                raise SuiteSpecError(f"--resume reuses the run's stored settings; drop {', '.join(given)}")
+            cfg = runner.RunConfig.from_dict(st.get_run(resume).config)
+        else:
+            cfg = runner.RunConfig(model=model or DEFAULT_MODEL, suites=[], seed=seed, limit=limit, revision=revision,
+                                   device=device, dtype=dtype,
+                                   batch_size=int(batch_size) if batch_size != "auto" else "auto",
+                                   data_dir=data_dir, probes=list(probes or []), store_raw=store_raw,
+                                   trust_remote_code=trust_remote_code, reference_model=reference_model,
+                                   inputs={k: v for k, v in (("corpus", corpus), ("non_members", non_members),
+                                                             ("canaries", canaries)) if v})
+        ddir = resolve_data_dir(cfg.data_dir)
+        available = discover(cfg.probes)
+        skipped: dict[str, str] = {}
+        if resume is not None:
+            chosen = select(available, cfg.suites)
+        elif suite:
+            chosen = select(available, list(suite))
+        else:
+            chosen = []
+            for sid, s in sorted(available.items()):
+                if not s.spec.default:
+                    continue
+                if has_local_data(s.spec, ddir):
+                    chosen.append(s)
+                else:
+                    skipped[sid] = "no benchmark data (pass --data-dir or set AUDITLM_DATA)"
+        detector = available.get("privacy.pii_detector")
+        if detector is not None and detector not in chosen and any(s.spec.family == "privacy" for s in chosen):
+            chosen.append(detector)  # privacy results are printed next to the detector's own precision/recall
+        cfg.suites = [s.spec.id for s in chosen]
+        gates = [parse_gate(e, cfg.suites) for e in (fail_on or [])]
+        prepared = runner.prepare(chosen, cfg, ddir)
+        _quiet_libraries()
+        t0 = time.perf_counter()
+        with err.status(f"loading model {cfg.model} …"):
+            target = resolve(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
+                             batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+        err.print(f"model {cfg.model} loaded in {time.perf_counter() - t0:.2f} s")
+        reference = None
+        if cfg.reference_model is not None:
+            with err.status(f"loading reference model {cfg.reference_model} …"):
+                reference = resolve(cfg.reference_model, device=cfg.device, dtype=cfg.dtype,
+                                    batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+        if resume is not None:
+            runner.check_resumable(st, resume, prepared)
+            run_id = resume
+            err.print(f"resuming run [bold]{run_id}[/] (store {st.path})")
+        else:
+            run_id = runner.start_run(st, target, prepared, cfg, skipped)
+            err.print(f"run [bold]{run_id}[/] started (store {st.path})")
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=err, transient=False, disable=not err.is_terminal and as_json) as progress:
+            result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress), reference)
+        checked = [(g, *g.check(result.metrics)) for g in gates]
+        row = st.get_run(run_id)
+    if as_json:
+        print(json.dumps(summary(row, result.suites, result.metrics, checked), indent=2))
+    else:
+        _print_table(f"run {run_id} · {row.model}", result.metrics, result.suites)
+        for g, ok, v in checked:
+            (out if ok else err).print(f"gate {g.expr}: {'[green]pass[/]' if ok else '[red]FAIL[/]'} (value {v:.4f})")
+    if any(not ok for _, ok, _ in checked):
+        raise typer.Exit(1)
+
+
