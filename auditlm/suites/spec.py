@@ -71,10 +71,16 @@ class DataSpec(_Strict):
 
 
 class MetricOptions(_Strict):
-    """How aggregates are computed: bootstrap replicates and confidence level."""
+    """How aggregates are computed: bootstrap replicates, confidence level, and the resampling unit.
+
+    ``resample_by`` names the item field that identifies a *cluster* of items that are not independent (the
+    template an item was expanded from, the StereoSet target term, …): intervals then resample clusters, not
+    items, and paired comparisons pair within a cluster. ``None`` means the items are independent.
+    """
 
     bootstrap: int = Field(1000, ge=100, le=100_000)
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    resample_by: str | None = None
 
 
 class GenerationSpec(_Strict):
