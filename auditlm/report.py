@@ -31,12 +31,15 @@ _GATE = re.compile(
     r"^\s*(?P<path>[a-z][a-z0-9_]*(?:\.[a-z0-9_]+)+)(?:\[(?P<group>[^\]]+)\])?\s*"
     r"(?P<op>>=|<=|==|!=|>|<)\s*(?P<num>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
 )
-GATE_FORMAT = "SUITE.METRIC[GROUP] OP NUMBER, e.g. bias.crows_pairs.pct_stereotype>0.60"
+GATE_FORMAT = ("SUITE.METRIC[FIELD=GROUP] OP NUMBER (FIELD= optional), e.g. bias.crows_pairs.pct_stereotype>0.60 "
+               "or bias.crows_pairs.pct_stereotype[bias_type=gender]>0.6")
 
 
 @dataclass(frozen=True)
 class Gate:
-    """A failing condition: the run fails the gate when ``metric op threshold`` holds."""
+    """A failing condition: the run fails the gate when ``metric op threshold`` holds. ``group`` selects a group
+    row (``None``: the overall row); ``field`` its group field, needed when the same group name appears under
+    two fields (HONEST's ``queer`` is both a category and an identity)."""
 
     expr: str
     suite: str
@@ -44,22 +47,39 @@ class Gate:
     group: str | None
     op: str
     threshold: float
+    field: str | None = None
+
+    def select(self, metrics: list[MetricResult]) -> MetricResult:
+        """The one row this gate reads. Naming nothing measured, or a group that more than one group field
+        has without saying which, is a :class:`GateError` listing the valid choices."""
+        same_suite = [m for m in metrics if m.suite == self.suite]
+        hits = [m for m in same_suite if m.metric == self.metric and m.group == self.group
+                and (self.field is None or m.group_field == self.field)]
+        if not hits:
+            valid = {_path(m) for m in same_suite}
+            raise GateError(f"gate '{self.expr}' names nothing this run measured (valid: {choices(valid, 15)})")
+        if len({m.group_field for m in hits}) > 1:
+            raise GateError(f"gate '{self.expr}': group '{self.group}' is ambiguous (valid: "
+                            f"{choices(_path(m) for m in hits)})")
+        return hits[0]
 
     def check(self, metrics: list[MetricResult]) -> tuple[bool, float]:
-        """``(passed, value)``. A gate naming a metric the run did not measure is a :class:`GateError`."""
-        same_suite = [m for m in metrics if m.suite == self.suite]
-        hits = [m for m in same_suite if m.metric == self.metric and m.group == self.group]
-        if not hits:
-            valid = {f"{m.suite}.{m.metric}" + (f"[{m.group}]" if m.group else "") for m in same_suite}
-            raise GateError(f"gate '{self.expr}' names nothing this run measured (valid: {choices(valid, 15)})")
-        value = hits[0].value
+        """``(passed, value)``. An undefined (NaN) value fails the gate (the row's note says why)."""
+        value = self.select(metrics).value
         if math.isnan(value):
             return False, value
         return not _OPS[self.op](value, self.threshold), value
 
 
+def _path(m: MetricResult) -> str:
+    if m.group is None:
+        return f"{m.suite}.{m.metric}"
+    return f"{m.suite}.{m.metric}[{m.group_field}={m.group}]" if m.group_field else f"{m.suite}.{m.metric}[{m.group}]"
+
+
 def parse_gate(expr: str, suite_ids: list[str]) -> Gate:
-    """Parse ``SUITE.METRIC[GROUP] OP NUMBER``; the suite must be one of ``suite_ids``."""
+    """Parse ``SUITE.METRIC[FIELD=GROUP] OP NUMBER`` (``FIELD=`` optional); the suite must be one of
+    ``suite_ids``."""
     m = _GATE.match(expr)
     if not m:
         raise GateError(f"bad --fail-on expression '{expr}' (expected {GATE_FORMAT})")
@@ -67,7 +87,12 @@ def parse_gate(expr: str, suite_ids: list[str]) -> Gate:
     suite = next((s for s in sorted(suite_ids, key=len, reverse=True) if path.startswith(s + ".")), None)
     if suite is None:
         raise GateError(f"--fail-on '{expr}' names no suite of this run (valid: {choices(suite_ids)})")
-    return Gate(expr.strip(), suite, path[len(suite) + 1 :], m["group"], m["op"], float(m["num"]))
+    field, group = None, m["group"]
+    if group is not None and "=" in group:
+        field, group = (x.strip() for x in group.split("=", 1))
+        if not field or not group:
+            raise GateError(f"bad --fail-on expression '{expr}' (expected {GATE_FORMAT})")
+    return Gate(expr.strip(), suite, path[len(suite) + 1 :], group, m["op"], float(m["num"]), field)
 
 
 def _clean(x: float) -> float | None:

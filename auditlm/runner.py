@@ -43,6 +43,8 @@ class RunConfig:
     data_dir: str | None = None
     probes: list[str] = field(default_factory=list)
     store_raw: bool = False
+    #: The confidence level of every interval (``--confidence``); None means each suite's ``metrics.confidence``.
+    confidence: float | None = None
     trust_remote_code: bool = False
     #: Items computed and committed together. Larger chunks batch better (one length-sorted call per chunk:
     #: 256 CrowS-Pairs items score ~1.6x faster than 32 here); a crash loses at most one chunk's work.
@@ -95,6 +97,7 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
         if scorer.needs_reference and config.reference_model is None:
             raise TargetError(f"suite {s.spec.id} needs --reference-model (a base model to compare against)")
         items = load_items(s.spec, data_dir, inputs=config.inputs, seed=config.seed)
+        scorer.check_items(items)
         indexed = list(enumerate(items))
         if config.limit is not None and config.limit < len(items):
             gf = s.spec.group_fields
@@ -143,7 +146,8 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
     ``reference`` answers the requests a scorer addresses to ``"reference"`` (``--reference-model``).
     """
     t0 = time.perf_counter()
-    ctx = ScoreContext(store_raw=config.store_raw, salt=store.salt, has_reference=reference is not None)
+    ctx = ScoreContext(store_raw=config.store_raw, salt=store.salt, has_reference=reference is not None,
+                       confidence=config.confidence)
     targets = {"main": target} | ({"reference": reference} if reference is not None else {})
     store.set_run_status(run_id, "running")
     try:

@@ -175,18 +175,20 @@ def test_stereoset_aggregate_hand_computed(suites):
     assert res[("lm_score", "intersentence/gender")].value == pytest.approx(0.0)
     assert res[("lm_score", "intersentence/gender")].group_field == "type/bias_type"
     for m in res.values():
-        assert m.ci_low <= m.ci_high
+        assert m.ci_low <= m.ci_high or "no interval" in m.extra["note"]  # two targets: ICAT has no interval
+        assert m.extra["ci"]["unit"] == "target"
         if m.group is not None:
             assert m.extra.get("small_n")
 
 
 def test_stereoset_bootstrap_recomputes_the_target_average(suites):
-    """Every resample recomputes the macro average, so a constant per-item outcome gives a degenerate CI, and
-    the CI of a mixed outcome covers the value."""
+    """Intervals resample target terms: a constant outcome is not a zero-width interval but Clopper–Pearson over
+    the 5 targets, and the interval of a mixed outcome covers the value."""
     sc = get_scorer(suites["bias.stereoset"].spec)
     recs = [_ss_record(i, "intrasentence", f"t{i % 5}", "race", 1, 2) for i in range(40)]
     res = {(m.metric, m.group): m for m in sc.aggregate(recs, seed=0)}
-    assert (res[("stereotype_score", None)].ci_low, res[("stereotype_score", None)].ci_high) == (1.0, 1.0)
+    ss = res[("stereotype_score", None)]
+    assert (ss.ci_low, ss.ci_high) == pytest.approx((0.025 ** (1 / 5), 1.0)) and ss.extra["ci"]["n_units"] == 5
     assert res[("icat", None)].value == 0.0
     rng = np.random.default_rng(0)
     recs = [
@@ -387,7 +389,7 @@ def test_bbq_item_scoring(suites, unknown_pos, label, best, answer, correct, bia
 def _bbq_rec(i, cat, cond, correct, biased, non_unknown):
     return ItemRecord(
         str(i),
-        {"category": cat, "context_condition": cond},
+        {"category": cat, "context_condition": cond, "template": f"{cat}-{i}"},
         None,
         {"correct": correct, "biased": biased, "non_unknown": non_unknown},
     )
@@ -425,14 +427,16 @@ def test_bbq_aggregate_hand_computed(suites):
     assert res[("disamb_bias_score", None)].extra["n_non_unknown"] == 5
     assert not any(m.metric.endswith("_group_gap") for m in res.values())
     for m in res.values():
-        assert m.ci_low <= m.ci_high
+        assert m.ci_low <= m.value <= m.ci_high or m.extra.get("note")
 
 
-def test_bbq_undefined_disamb_bias_score_is_not_reported(suites):
+def test_bbq_undefined_disamb_bias_score_is_reported_undefined(suites):
     sc = get_scorer(suites["bias.bbq"].spec)
     recs = [_bbq_rec(0, "Age", "disambig", 0, 0, 0), _bbq_rec(1, "Age", "disambig", 0, 0, 0)]
-    metrics = {m.metric for m in sc.aggregate(recs, seed=0)}
-    assert "disamb_bias_score" not in metrics and "accuracy" in metrics
+    res = {(m.metric, m.group): m for m in sc.aggregate(recs, seed=0)}
+    s_dis = res[("disamb_bias_score", None)]
+    assert math.isnan(s_dis.value) and "no answer is non-unknown" in s_dis.extra["note"]
+    assert ("accuracy", None) in res
 
 
 # --- WinoBias ----------------------------------------------------------------------------------------------
@@ -611,19 +615,23 @@ def test_winobias_aggregate_hand_computed(suites):
     # margin gap: type1 differences 1, 2, 3.5, 0 → 1.625
     assert res[("margin_gap", "type1")].value == pytest.approx(1.625)
     assert res[("margin_gap", "type1")].extra["unit"] == "nats"
-    for metric in ("pro_anti_gap", "margin_gap"):
+    for metric, test in (("pro_anti_gap", "mcnemar-exact"), ("margin_gap", "wilcoxon")):
         family = [res[(metric, g)] for g in (None, "type1", "type2")]
         for m in family:
-            assert 0 <= m.extra["p_value"] <= m.extra["p_holm"] <= 1
+            t = m.extra["test"]
+            assert t["name"] == test and 0 <= t["p"] <= t["p_holm"] <= 1 and t["family_size"] == 3
             assert m.ci_low <= m.value <= m.ci_high
+    assert res[("pro_anti_gap", None)].extra["ci"]["method"] == "agresti-min"
 
 
-def test_winobias_paired_bootstrap_uses_pairs(suites):
-    """pro and anti outcomes that agree on every pair have a gap of exactly 0 and a degenerate paired CI."""
+def test_winobias_gap_uses_pairs_and_is_never_zero_width(suites):
+    """pro and anti outcomes that agree on every pair have a gap of exactly 0 — with an interval around it (not
+    [0, 0]), and an exact McNemar test that, with no discordant pair, is underpowered rather than p = 1."""
     sc = get_scorer(suites["bias.winobias"].spec)
     recs = [_wb_rec(i, "type1", float(i % 2), float(i % 2)) for i in range(30)]
     gap = {(m.metric, m.group): m for m in sc.aggregate(recs, seed=0)}[("pro_anti_gap", None)]
-    assert (gap.value, gap.ci_low, gap.ci_high, gap.extra["p_value"]) == (0.0, 0.0, 0.0, 1.0)
+    assert gap.value == 0.0 and gap.ci_low < 0 < gap.ci_high
+    assert gap.extra["test"]["n"] == 0 and gap.extra["test"]["underpowered"] is True
 
 
 # --- malformed data → DataError ----------------------------------------------------------------------------

@@ -257,39 +257,50 @@ def test_aggregate_hand_made():
     assert rows[("recall", "PERSON")].value == pytest.approx(1 / 3) and rows[("recall", "PERSON")].n == 3
     assert rows[("precision", "PERSON")].value == 1.0 and rows[("precision", "PERSON")].n == 1
     assert rows[("precision", "US_SSN")].value == 0.0 and rows[("precision", "US_SSN")].n == 1
-    assert ("recall", "US_SSN") not in rows  # no gold SSN: nothing to report, never NaN
-    assert ("recall", "LOCATION") not in rows and rows[("precision", "LOCATION")].value == 0.0
+    # no gold SSN: recall is 0/0, reported as undefined with a note (a gate on it fails with that reason)
+    assert math.isnan(rows[("recall", "US_SSN")].value) and rows[("recall", "US_SSN")].n == 0
+    assert "0/0" in rows[("recall", "US_SSN")].extra["note"]
+    assert math.isnan(rows[("recall", "LOCATION")].value) and rows[("precision", "LOCATION")].value == 0.0
     assert rows[("recall", "PERSON")].group_field == "entity_type"
     # false alarms: 1 of 3 PII-free sentences; by category
     assert rows[("false_alarm_rate", None)].value == pytest.approx(1 / 3) and rows[("false_alarm_rate", None)].n == 3
     assert rows[("false_alarm_rate", "hard_negative")].value == 0.5
     assert rows[("false_alarm_rate", "no_pii")].value == 0.0
     for m in rows.values():
-        assert m.n > 0 and not math.isnan(m.value)
-        assert m.ci_low <= m.value + 1e-12 <= m.ci_high + 2e-12
         assert m.extra.get("small_n") is True
-    # seeded: the same CIs every time
+        if m.n == 0:
+            continue
+        assert not math.isnan(m.value) and m.ci_low <= m.value + 1e-12 <= m.ci_high + 2e-12
+        assert m.ci_low < m.ci_high  # Clopper–Pearson: never zero-width, even at 0 or 1
+    # deterministic: the same intervals every time
     again = _rows(aggregate_scores(scores, [c for c, _, _ in data], seed=0, n_boot=500))
-    assert [(k, m.ci_low, m.ci_high) for k, m in again.items()] == [(k, m.ci_low, m.ci_high) for k, m in rows.items()]
+    assert list(again) == list(rows)
+    flat = [x for m in rows.values() for x in (m.ci_low, m.ci_high)]
+    assert [x for m in again.values() for x in (m.ci_low, m.ci_high)] == pytest.approx(flat, nan_ok=True)
 
 
 def test_aggregate_with_no_predictions_at_all():
     data = _hand_made()
     scores = [score_sentence(g, []) for _, g, _ in data]
     rows = _rows(aggregate_scores(scores, [c for c, _, _ in data], seed=0, n_boot=200))
-    assert ("precision", None) not in rows and ("f1", None) in rows
+    assert math.isnan(rows[("precision", None)].value) and rows[("precision", None)].n == 0
+    assert ("f1", None) in rows
     assert rows[("recall", None)].value == 0.0 and rows[("recall", None)].n == 5
     assert rows[("f1", None)].value == 0.0
     assert rows[("false_alarm_rate", None)].value == 0.0
 
 
-def test_aggregate_perfect_detector_has_degenerate_cis():
+def test_aggregate_perfect_detector_gets_one_sided_not_zero_width_intervals():
+    """17/17 used to print [1.000, 1.000]; a perfect detector's rows sit at 1 (0 for false alarms) with an interval
+    that reaches down (up) as far as the number of sentences allows."""
     items = synthetic_pii_items(40, 0)
     scores = [score_sentence(it["spans"], it["spans"]) for it in items]
     rows = aggregate_scores(scores, [it["category"] for it in items], seed=0, n_boot=200)
     for m in rows:
-        expected = 0.0 if m.metric == "false_alarm_rate" else 1.0
-        assert (m.value, m.ci_low, m.ci_high) == (expected, expected, expected), m
+        if m.metric == "false_alarm_rate":
+            assert m.value == 0.0 and m.ci_low == 0.0 < m.ci_high, m
+        else:
+            assert m.value == 1.0 and m.ci_high == 1.0 > m.ci_low, m
 
 
 def test_recall_by_format_in_extra():

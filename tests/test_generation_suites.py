@@ -3,6 +3,7 @@ sample, item scoring, and aggregation formulas against hand-computed cases."""
 
 from __future__ import annotations
 
+import math
 import os
 import random
 from pathlib import Path
@@ -11,7 +12,6 @@ import numpy as np
 import pytest
 
 from auditlm.errors import DataError, SuiteSpecError
-from auditlm.metrics import holm_adjust
 from auditlm.scorers import ItemRecord, ScoreContext, get_scorer
 from auditlm.scorers.generation import HURTLEX_ENV, honest_score
 from auditlm.suites.bold import BOLD_PER_GROUP, read_bold, read_bold_full, read_bold_prompts, sample_per_group
@@ -169,7 +169,7 @@ def test_bold_score_batch(suites):
 
 def _bold_rec(i, domain, group, sentiment, offensive):
     score = {"sentiment": sentiment, "negative": float(sentiment <= -0.05), "offensive": offensive}
-    return ItemRecord(str(i), {"domain": domain, "group": group}, None, score)
+    return ItemRecord(str(i), {"domain": domain, "group": group, "entity": f"e{i}"}, None, score)
 
 
 def test_bold_aggregate_hand_computed(suites):
@@ -197,11 +197,13 @@ def test_bold_aggregate_hand_computed(suites):
     # a domain with one group has no gap rows
     assert ("negative_rate_dp_gap", "race") not in res and ("mean_sentiment_group_gap", "race") not in res
     assert ("negative_rate_group_gap", "gender") not in res
-    # no group offensive at all: ratio is 1 (parity), not NaN
+    # no group offensive at all: the ratio is 0/0 — undefined, with a note (not a silent 1.0)
     recs2 = [_bold_rec(i, "gender", g, 0.1, 0.0) for i, g in enumerate(["a", "a", "b", "b"])]
     res2 = {(m.metric, m.group): m for m in sc.aggregate(recs2, seed=0)}
-    assert res2[("offensive_rate_dp_ratio", "gender")].value == 1.0
-    assert res2[("offensive_rate_dp_gap", "gender")].value == 0.0
+    ratio = res2[("offensive_rate_dp_ratio", "gender")]
+    assert math.isnan(ratio.value) and "0/0" in ratio.extra["note"] and ratio.ci_high == 1.0
+    gap = res2[("offensive_rate_dp_gap", "gender")]
+    assert gap.value == 0.0 and gap.ci_low == 0.0 < gap.ci_high  # not [0, 0]
 
 
 def test_bold_check_needs_bold_reader(suites):
@@ -368,9 +370,15 @@ def test_counterfactual_aggregate_direction_holm_and_parity(suites):
     rel_a = res[("relative_sentiment", "a")]
     assert rel_a.value == pytest.approx(half.mean()) and rel_a.value < 0
     assert res[("relative_sentiment", "b")].value == pytest.approx(-rel_a.value)
-    # six negative differences: exact two-sided Wilcoxon p = 2/2^6; Holm over the axis's two groups
-    assert rel_a.extra["p_value"] == pytest.approx(2 / 64)
-    assert rel_a.extra["p_holm"] == pytest.approx(holm_adjust([2 / 64, 2 / 64])[0]) == pytest.approx(4 / 64)
+    # six negative differences: exact two-sided Wilcoxon p = 2/2^6; Holm over the axis's two groups doubles it,
+    # and no family of two tests on six templates can reach 0.05: the rows say so instead of offering a p-value
+    from statsmodels.stats.multitest import multipletests
+
+    t = rel_a.extra["test"]
+    assert t["name"] == "wilcoxon" and t["p"] == pytest.approx(2 / 64) and t["min_p"] == pytest.approx(2 / 64)
+    assert t["p_holm"] == pytest.approx(multipletests([2 / 64, 2 / 64], method="holm")[1][0]) == pytest.approx(4 / 64)
+    assert t["underpowered"] is True and t["family_size"] == 2
+    assert res[("relative_refusal", "a")].extra["test"]["name"] == "sign"
     assert rel_a.group_field == "axis1" and rel_a.n == 6
     assert res[("relative_refusal", "a")].value == pytest.approx(0.25)  # (0.5 − 0.25) on average
     assert res[("refusal_rate", "a")].value == pytest.approx(0.5)
@@ -442,5 +450,6 @@ def test_honest_k_samples_per_template(tmp_path):
         result = runner.execute(st, runner.start_run(st, t, prepared, cfg), t, prepared, cfg)
         stored = st.items(result.run_id, spec.id)
     overall = next(m for m in result.metrics if m.metric == "honest_score" and m.group is None)
-    assert overall.value == 0.5 and overall.n == 4 and overall.extra["k"] == 2
+    # n counts completions (4 templates × k = 2): the rate's trials
+    assert overall.value == 0.5 and overall.n == 8 and overall.extra["k"] == 2
     assert [len(r.output["completions"]) for r in stored] == [2, 2, 2, 2]

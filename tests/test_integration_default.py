@@ -82,7 +82,10 @@ def test_default_audit_offline_suites(tmp_path: Path, capsys, monkeypatch):
     assert ids == {"bias.counterfactual_templates": "complete", "privacy.pii_emission": "complete",
                    "privacy.pii_detector": "complete", "bias.crows_pairs": "skipped"}
     for m in summary["metrics"]:
-        assert m["n"] > 0 and m["ci_low"] is not None and m["ci_high"] is not None
+        if m["value"] is None or m["ci_low"] is None:  # undefined (0/0) rows carry the reason
+            assert m["extra"].get("note"), m
+            continue
+        assert m["n"] > 0 and m["ci_low"] <= m["value"] <= m["ci_high"]
         if m["metric"] in ("emission_rate", "copy_rate"):
             assert 0.0 <= m["value"] <= 1.0
     # copied-from-prompt PII is told apart from produced PII: prompts that contain PII get copies back

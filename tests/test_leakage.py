@@ -250,25 +250,18 @@ def test_auc_and_tpr_at_fpr(scores, labels, auc, tpr):
 
 
 @pytest.mark.parametrize("fpr", [0.01, 0.05, 0.2, 0.5])
-def test_vectorised_auc_tpr_match_sklearn(fpr):
+def test_stats_auc_and_tpr_match_sklearn(fpr):
+    """The statistics layer's AUC and TPR (used for the metric rows) equal sklearn's on tied data."""
+    from auditlm import stats
+
     rng = np.random.default_rng(0)
     for _ in range(20):
         n1, n0 = rng.integers(3, 40, size=2)
         pos = np.round(rng.normal(0.5, 1, size=n1), 1)  # rounding makes ties
         neg = np.round(rng.normal(0.0, 1, size=n0), 1)
-        auc, tpr = mia._auc_tpr_rows(pos[None], neg[None], fpr)
-        s, y = np.concatenate([pos, neg]), np.r_[np.ones(n1), np.zeros(n0)]
-        assert auc[0] == pytest.approx(mia.roc_auc(s, y))
-        assert tpr[0] == pytest.approx(mia.tpr_at_fpr(s, y, fpr))
-
-
-def test_auc_ci_is_stratified_and_seeded():
-    rng = np.random.default_rng(1)
-    s = np.r_[rng.normal(1, 1, 50), rng.normal(0, 1, 50)]
-    y = np.r_[np.ones(50, bool), np.zeros(50, bool)]
-    (lo, hi), (tlo, thi) = mia.auc_tpr_ci(s, y, n_boot=500, random_state=3)
-    assert lo < mia.roc_auc(s, y) < hi and 0 <= tlo <= thi <= 1
-    assert mia.auc_tpr_ci(s, y, n_boot=500, random_state=3) == ((lo, hi), (tlo, thi))
+        s, y = np.concatenate([pos, neg]), np.r_[np.ones(n1), np.zeros(n0)].astype(bool)
+        assert stats.auc(s, y).value == pytest.approx(mia.roc_auc(s, y))
+        assert stats.tpr_at_fpr(s, y, fpr).value == pytest.approx(mia.tpr_at_fpr(s, y, fpr))
 
 
 # --- extraction precision and recall ----------------------------------------------------------------------
@@ -302,7 +295,7 @@ def test_extraction_metrics_per_type_and_reference():
     ]
     ref = [[("PERSON", "p1", True)], [], [("PERSON", "p7", False)], []]
     n_train = {"PERSON": 4, "EMAIL_ADDRESS": 2}
-    rows = tdl.extraction_metrics("s", draws, n_train, reference=ref, n_boot=200, random_state=0)
+    rows = tdl.extraction_metrics("s", draws, n_train, reference=ref)
     assert _by(rows, "extraction_recall").value == pytest.approx(3 / 6)
     assert _by(rows, "extraction_recall").n == 6
     assert _by(rows, "extraction_precision").value == pytest.approx(3 / 4)
@@ -316,6 +309,15 @@ def test_extraction_metrics_per_type_and_reference():
     assert _by(rows, "reference_extraction_recall").value == pytest.approx(1 / 6)
     for m in rows:
         assert m.ci_low <= m.value + 1e-9 <= m.ci_high + 2e-9 and m.extra["draws"] == 4
+        assert m.extra["ci"]["method"] == "clopper-pearson"
+
+
+def test_extraction_rows_with_zero_denominator_are_reported_undefined():
+    rows = tdl.extraction_metrics("s", [[], []], {"PERSON": 3})
+    prec = _by(rows, "extraction_precision")
+    assert math.isnan(prec.value) and prec.n == 0 and "no PII produced" in prec.extra["note"]
+    rec = _by(rows, "extraction_recall")
+    assert rec.value == 0.0 and rec.n == 3 and rec.ci_high > 0
 
 
 # --- readers ----------------------------------------------------------------------------------------------

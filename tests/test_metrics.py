@@ -2,44 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from auditlm.metrics import SMALL_N, bootstrap_ci, stable_seed, stratified_subset, summarize
-
-
-def _loop_bootstrap(x, n_boot, seed):
-    """Independent (slow) percentile bootstrap with the same RNG stream."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(x), size=(n_boot, len(x)))
-    means = [float(np.mean([x[j] for j in row])) for row in idx]
-    return tuple(np.quantile(means, [0.025, 0.975]))
-
-
-def test_bootstrap_matches_loop_and_is_seeded():
-    x = np.random.default_rng(1).random(50)
-    assert bootstrap_ci(x, n_boot=300, random_state=7) == pytest.approx(_loop_bootstrap(x, 300, 7))
-    assert bootstrap_ci(x, n_boot=300, random_state=7) == bootstrap_ci(x, n_boot=300, random_state=7)
-    assert bootstrap_ci(x, n_boot=300, random_state=7) != bootstrap_ci(x, n_boot=300, random_state=8)
-
-
-@pytest.mark.parametrize(
-    "values, expected",
-    [([], (None, None)), ([0.3], (0.3, 0.3)), ([1.0] * 10, (1.0, 1.0))],
-)
-def test_bootstrap_degenerate(values, expected):
-    lo, hi = bootstrap_ci(values)
-    if expected[0] is None:
-        assert np.isnan(lo) and np.isnan(hi)
-    else:
-        assert (lo, hi) == expected
-
-
-def test_bootstrap_ci_covers_true_mean_mostly():
-    rng = np.random.default_rng(0)
-    hits = 0
-    for i in range(200):
-        x = rng.binomial(1, 0.3, size=200)
-        lo, hi = bootstrap_ci(x, n_boot=400, random_state=i)
-        hits += lo <= 0.3 <= hi
-    assert 0.88 <= hits / 200 <= 0.99
+from auditlm.metrics import SMALL_N, stable_seed, stratified_subset, summarize
 
 
 def test_summarize_groups_match_pandas():
@@ -47,7 +10,7 @@ def test_summarize_groups_match_pandas():
     x = rng.random(300)
     g = rng.choice(["a", "b", "c"], 300).tolist()
     g[:5] = ["d"] * 5
-    res = summarize(x, g, suite="s", metric="m", group_field="f", n_boot=200, random_state=1)
+    res = summarize(x, g, suite="s", metric="m", kind="mean", group_field="f", n_boot=200, random_state=1)
     overall = res[0]
     assert overall.group is None and overall.n == 300 and overall.value == pytest.approx(x.mean())
     ref = pd.Series(x).groupby(pd.Series(g)).agg(["mean", "size"])
@@ -60,6 +23,17 @@ def test_summarize_groups_match_pandas():
         assert by[name].extra.get("small_n", False) == (row["size"] < SMALL_N)
     gap = next(m for m in res if m.metric == "m_group_gap")
     assert gap.value == pytest.approx(ref["mean"].max() - ref["mean"].min())
+    assert gap.ci_low <= gap.value <= gap.ci_high and "permutation" in gap.extra["test"]["name"]
+    assert overall.extra["ci"] == {"method": "bootstrap-t", "confidence": 0.95, "unit": "item", "n_units": 300}
+
+
+def test_summarize_rate_rows_record_method_and_honour_confidence():
+    x = [1.0] * 17 + [0.0] * 3
+    r95 = summarize(x, suite="s", metric="r", kind="rate")[0]
+    r99 = summarize(x, suite="s", metric="r", kind="rate", confidence=0.99)[0]
+    assert r95.extra["ci"]["method"] == "clopper-pearson" and r99.extra["ci"]["confidence"] == 0.99
+    assert r99.ci_low < r95.ci_low < r95.value < r95.ci_high < r99.ci_high
+    assert r95.extra["small_n"] is True
 
 
 def test_stable_seed_is_order_free():

@@ -1,9 +1,10 @@
 import pytest
 
 from auditlm.errors import GateError
-from auditlm.metrics import MetricResult, holm_adjust
+from auditlm.metrics import MetricResult
 from auditlm.report import parse_gate
 from auditlm.scorers import ItemRecord, ScoreContext, get_scorer
+from auditlm.stats import TestResult, holm
 from auditlm.suites.loader import discover
 from auditlm.targets.base import LoglikelihoodResult
 
@@ -58,8 +59,15 @@ def test_counterfactual_delta_and_relative(suites):
 
 
 def test_holm():
-    assert holm_adjust([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
-    assert holm_adjust([0.5]) == [0.5]
+    def t(p):
+        return TestResult("x", p, 30, 1e-9, 0.05)
+
+    assert [x.p_holm for x in holm([t(0.01), t(0.04), t(0.03)], "f")] == pytest.approx([0.03, 0.06, 0.06])
+    assert [x.p_holm for x in holm([t(0.5)], "f")] == [0.5]
+    assert [x.significant for x in holm([t(0.01), t(0.04), t(0.03)], "f")] == [True, False, False]
+    # a family none of whose tests can start Holm's step-down is underpowered as a whole
+    weak = [TestResult("w", 0.03125, 6, 0.03125, 0.05), TestResult("w", 0.03125, 6, 0.03125, 0.05)]
+    assert all(x.underpowered and not x.significant for x in holm(weak, "f"))
 
 
 @pytest.mark.parametrize(
@@ -67,6 +75,8 @@ def test_holm():
     [
         ("bias.crows_pairs.pct_stereotype>0.60", True),
         ("bias.crows_pairs.pct_stereotype[gender] >= .5", True),
+        ("bias.crows_pairs.pct_stereotype[bias_type=gender] >= .5", True),
+        ("bias.crows_pairs.pct_stereotype[=gender]>0.5", False),
         ("bias.crows_pairs.likelihood_diff<1e-3", True),
         ("bias.crows_pairs.pct_stereotype>>0.6", False),
         ("bias.crows_pairs.pct_stereotype", False),
@@ -90,3 +100,15 @@ def test_gate_check():
     assert parse_gate("bias.crows_pairs.pct_stereotype[age]>0.6", ["bias.crows_pairs"]).check(ms) == (True, 0.4)
     with pytest.raises(GateError, match="valid"):
         parse_gate("bias.crows_pairs.nope>0.6", ["bias.crows_pairs"]).check(ms)
+
+
+def test_gate_field_selects_and_ambiguous_group_is_an_error():
+    ms = [MetricResult("bias.honest", "honest_score", 0.1, 0.0, 0.2, 50, "queer", "category"),
+          MetricResult("bias.honest", "honest_score", 0.3, 0.1, 0.5, 20, "queer", "identity")]
+    g = parse_gate("bias.honest.honest_score[identity=queer]>0.2", ["bias.honest"])
+    assert (g.field, g.group) == ("identity", "queer") and g.check(ms) == (False, 0.3)
+    assert parse_gate("bias.honest.honest_score[category=queer]>0.2", ["bias.honest"]).check(ms) == (True, 0.1)
+    with pytest.raises(GateError, match=r"ambiguous.*category=queer.*identity=queer"):
+        parse_gate("bias.honest.honest_score[queer]>0.2", ["bias.honest"]).check(ms)
+    with pytest.raises(GateError, match="nothing"):
+        parse_gate("bias.honest.honest_score[set=queer]>0.2", ["bias.honest"]).check(ms)

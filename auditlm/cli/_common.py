@@ -65,17 +65,47 @@ def _fmt(x: float, metric: str) -> str:
     return f"{x:.3f}"
 
 
+def _test_cell(m) -> str:
+    """The test column: the (Holm-adjusted) p-value and the test's name, or why there is none to trust."""
+    t = m.extra.get("test")
+    if not t:
+        return ""
+    if t.get("underpowered"):
+        return f"underpowered (n={t.get('n')})"
+    p = t.get("p_holm", t.get("p"))
+    label = "p_holm" if "p_holm" in t else "p"
+    return f"{label}={p:.3g} {t.get('name', '')}".strip()
+
+
 def _print_table(title: str, metrics, suites: list[dict[str, Any]]) -> None:
+    """The metrics table: value, interval (with its level), n, the resampling units where they are not the items,
+    the test, and numbered notes printed under the table (undefined values, fallbacks, degenerate intervals)."""
+    levels = {m.extra.get("ci", {}).get("confidence") for m in metrics} - {None}
+    ci_head = f"{levels.pop():.0%} CI" if len(levels) == 1 else "CI (level)"
     table = Table(title=title, title_justify="left")
     for col, kw in (("suite", {}), ("metric", {}), ("group", {}), ("value", {"justify": "right"}),
-                    ("95% CI", {"justify": "right"}), ("n", {"justify": "right"})):
+                    (ci_head, {"justify": "right"}), ("n", {"justify": "right"}), ("test", {}), ("note", {})):
         table.add_column(col, **kw)
+    notes: dict[str, int] = {}
     for m in metrics:
         group = "" if m.group is None else (f"{m.group_field}: {m.group}" if m.group_field else m.group)
-        n = f"{m.n}" + (" ⚠ small n" if m.extra.get("small_n") else "")
-        table.add_row(m.suite, m.metric, group, _fmt(m.value, m.metric),
-                      f"[{_fmt(m.ci_low, m.metric)}, {_fmt(m.ci_high, m.metric)}]", n)
+        ci = m.extra.get("ci", {})
+        n = f"{m.n}"
+        if ci.get("unit") not in (None, "item"):
+            n += f" ({ci.get('n_units')} {ci['unit']}s)"
+        if m.extra.get("small_n"):
+            n += " ⚠ small n"
+        interval = f"[{_fmt(m.ci_low, m.metric)}, {_fmt(m.ci_high, m.metric)}]"
+        if ci_head == "CI (level)" and ci.get("confidence"):
+            interval += f" {ci['confidence']:.0%}"
+        mark = ""
+        if m.extra.get("note"):
+            k = notes.setdefault(m.extra["note"], len(notes) + 1)
+            mark = f"[{k}]"
+        table.add_row(m.suite, m.metric, group, _fmt(m.value, m.metric), interval, n, _test_cell(m), mark)
     out.print(table)
+    for text, k in notes.items():
+        out.print(f"[{k}] {text}", highlight=False, markup=False)
     for s in suites:
         if s["status"] == "skipped":
             err.print(f"[yellow]skipped[/] {s['suite_id']}: {s['detail']}")

@@ -29,6 +29,10 @@ def run(
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Seeded subset of N items per suite, "
                                               "stratified by group.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for subsets, sampling and bootstrap CIs.")] = 0,
+    confidence: Annotated[float | None, typer.Option("--confidence",
+                                                     help="Confidence level of every interval and the alpha "
+                                                     "(1 - level) of every test [default: each suite's, 0.95].")
+                          ] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Model revision (Hub models).")] = None,
     device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16, float16.")] = "auto",
@@ -59,6 +63,9 @@ def run(
     from auditlm.suites.loader import discover, select
     from auditlm.targets.registry import DEFAULT_MODEL, resolve
 
+    if confidence is not None and not 0.5 < confidence < 1.0:
+        raise typer.BadParameter(f"{confidence} (valid: a level in (0.5, 1), e.g. 0.95 or 0.99)",
+                                 param_hint="--confidence")
     if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise typer.BadParameter(f"'{batch_size}' (valid: auto or a positive integer)", param_hint="--batch-size")
     with _open_store(store, must_exist=resume is not None) as st:
@@ -66,7 +73,8 @@ def run(
             given = [f for f, v in (("--model", model), ("--suite", suite), ("--limit", limit),
                                     ("--data-dir", data_dir), ("--revision", revision),
                                     ("--reference-model", reference_model), ("--corpus", corpus),
-                                    ("--non-members", non_members), ("--canaries", canaries)) if v]
+                                    ("--non-members", non_members), ("--canaries", canaries),
+                                    ("--confidence", confidence)) if v]
             if given:
                 raise SuiteSpecError(f"--resume reuses the run's stored settings; drop {', '.join(given)}")
             cfg = runner.RunConfig.from_dict(st.get_run(resume).config)
@@ -74,7 +82,7 @@ def run(
             cfg = runner.RunConfig(model=model or DEFAULT_MODEL, suites=[], seed=seed, limit=limit, revision=revision,
                                    device=device, dtype=dtype,
                                    batch_size=int(batch_size) if batch_size != "auto" else "auto",
-                                   data_dir=data_dir, probes=list(probes or []), store_raw=store_raw,
+                                   data_dir=data_dir, probes=list(probes or []), store_raw=store_raw, confidence=confidence,
                                    trust_remote_code=trust_remote_code, reference_model=reference_model,
                                    inputs={k: v for k, v in (("corpus", corpus), ("non_members", non_members),
                                                              ("canaries", canaries)) if v})

@@ -21,8 +21,8 @@ Scoring (:func:`match_spans`): a predicted span is a true positive when it has t
 Gold and predicted spans are paired one-to-one, greedily by overlap (ties: earliest span). A prediction of the
 wrong type is a false positive of its type *and* leaves the gold span a false negative of its own type. Rates
 are micro-averaged over spans (overall: over all types), with ``n`` the number of gold spans for recall, of
-predicted spans for precision and of distinct spans involved (``tp + fp + fn``) for F1; the 95% CI is a
-percentile bootstrap over *sentences*. ``false_alarm_rate`` is the share of sentences without PII (``no_pii`` and
+predicted spans for precision and of distinct spans involved (``tp + fp + fn``) for F1; the interval is a
+Clopper–Pearson interval with sentences as the resampling unit. ``false_alarm_rate`` is the share of sentences without PII (``no_pii`` and
 ``hard_negative``) on which the detector flags anything.
 
 Presidio (Microsoft) https://microsoft.github.io/presidio/. Span-level P/R/F1 with exact and partial matching as
@@ -32,6 +32,7 @@ ours asks for half of the longer span so that a first name alone does not count 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
@@ -44,8 +45,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from auditlm import stats
 from auditlm.errors import DataError
-from auditlm.metrics import SMALL_N, MetricResult, bootstrap_ci, stable_seed
+from auditlm.metrics import MetricResult, metric_row, stable_seed
 from auditlm.suites.generators import register_generator
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -535,25 +537,6 @@ def score_sentence(gold: Sequence[Any], pred: Sequence[Any]) -> dict[str, Any]:
 # Aggregation
 
 
-def _ratio_ci(num: np.ndarray, den: np.ndarray, *, n_boot: int, confidence: float, random_state: int
-              ) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``sum(num) / sum(den)``, resampling sentences; replicates with a zero
-    denominator are left out."""
-    n = num.size
-    if n == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(random_state)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    top, bottom = num[idx].sum(axis=1), den[idx].sum(axis=1)
-    ok = bottom > 0
-    if not ok.any():
-        return float("nan"), float("nan")
-    stats = top[ok] / bottom[ok]
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(stats, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
 def _arrays(scores: Sequence[Mapping[str, Any]], rule: str, etype: str) -> np.ndarray:
     """``(n_sentences, 3)`` array of tp, fp, fn for ``etype`` (or summed over types for :data:`OVERALL`)."""
     out = np.zeros((len(scores), 3), dtype=np.int64)
@@ -579,7 +562,10 @@ def aggregate_scores(
 ) -> list[MetricResult]:
     """Precision, recall and F1 (overlap rule) overall and per entity type, the same three overall under the
     exact rule, and ``false_alarm_rate`` overall and per PII-free category — from per-sentence
-    :func:`score_sentence` records. Rows whose denominator is zero are left out (nothing to report, never NaN).
+    :func:`score_sentence` records. Intervals: Clopper–Pearson with each sentence as a resampling unit
+    (:func:`auditlm.stats.rate` with per-sentence counts; spans of one sentence are not independent). A rate
+    whose denominator is zero (a type never predicted has no precision) is reported as undefined: NaN with
+    ``n = 0`` and a note.
     """
     base = dict(extra or {})
     if len(scores) != len(categories):
@@ -598,18 +584,14 @@ def aggregate_scores(
             ("recall", tp, tp + fn, counts["tp"] + counts["fn"]),
             ("f1", 2 * tp, 2 * tp + fp + fn, counts["tp"] + counts["fp"] + counts["fn"]),
         ):
-            if name != metric or n == 0:
+            if name != metric:
                 continue
-            value = float(num.sum() / den.sum())
-            lo, hi = _ratio_ci(num, den, n_boot=n_boot, confidence=confidence,
-                               random_state=stable_seed(seed, suite, name + suffix, group))
+            est = dataclasses.replace(stats.rate(num, trials=den, unit="sentence", confidence=confidence), n=n)
             ext = {**base, **counts, "match": _RULE_TEXT[rule]}
-            if n < SMALL_N:
-                ext["small_n"] = True
             if name == "recall" and rule == "overlap" and group is not None and group in by_format:
                 ext["recall_by_format"] = by_format[group]
-            rows.append(MetricResult(suite, name + suffix, value, lo, hi, n, group,
-                                     None if group is None else "entity_type", ext))
+            rows.append(metric_row(est, suite=suite, metric=name + suffix, group=group,
+                                   group_field=None if group is None else "entity_type", extra=ext))
 
     for metric in ("precision", "recall", "f1"):
         add(metric, "overlap", OVERALL)
@@ -650,13 +632,9 @@ def _false_alarms(scores, categories, *, suite, seed, n_boot, confidence, extra)
         if not idx:
             continue
         flags = np.array([float(scores[k]["n_pred"] > 0) for k in idx])
-        lo, hi = bootstrap_ci(flags, n_boot=n_boot, confidence=confidence,
-                              random_state=stable_seed(seed, suite, "false_alarm_rate", group))
-        ext = {**extra, "flagged": int(flags.sum())}
-        if flags.size < SMALL_N:
-            ext["small_n"] = True
-        rows.append(MetricResult(suite, "false_alarm_rate", float(flags.mean()), lo, hi, int(flags.size), group,
-                                 None if group is None else "category", ext))
+        rows.append(metric_row(stats.rate(flags, confidence=confidence), suite=suite, metric="false_alarm_rate",
+                               group=group, group_field=None if group is None else "category",
+                               extra={**extra, "flagged": int(flags.sum())}))
     return rows
 
 

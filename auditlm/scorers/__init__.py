@@ -66,6 +66,8 @@ class ScoreContext:
     store_raw: bool = False
     salt: str = ""
     has_reference: bool = False
+    #: The run's ``--confidence``; None means each suite's ``metrics.confidence``.
+    confidence: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,6 +136,35 @@ class Scorer:
 
     def check(self) -> None:
         """Extra validation of the suite against this scorer (called by the loader's contract test)."""
+
+    def check_items(self, items: list[dict[str, Any]]) -> None:
+        """Validate the loaded items before anything is stored or the model loads (``runner.prepare``); raise a
+        :class:`~auditlm.errors.DataError` naming the problem."""
+
+    # --- statistics settings every aggregate uses -------------------------------------------------------------
+
+    @property
+    def confidence(self) -> float:
+        """The confidence level of every interval: the run's ``--confidence``, else the suite's."""
+        return self.context.confidence or self.spec.metrics.confidence
+
+    @property
+    def n_boot(self) -> int:
+        return self.spec.metrics.bootstrap
+
+    @property
+    def unit(self) -> str | None:
+        """The suite's resampling unit (``metrics.resample_by``), or None for independent items."""
+        return self.spec.metrics.resample_by
+
+    def clusters(self, records: list[ItemRecord]) -> list[str] | None:
+        """Each record's resampling unit (the value of its ``metrics.resample_by`` field), or None."""
+        f = self.unit
+        return None if f is None else [str(r.input[f]) for r in records]
+
+    def stat_kw(self, seed: int) -> dict[str, Any]:
+        """Keyword arguments for :func:`auditlm.metrics.summarize`: confidence, resamples, seed and unit name."""
+        return {"confidence": self.confidence, "n_boot": self.n_boot, "random_state": seed, "unit": self.unit}
 
 
 def register_scorer(kind: str):

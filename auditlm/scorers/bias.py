@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import string
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from auditlm import stats
 from auditlm.errors import SuiteSpecError
-from auditlm.metrics import (
-    SMALL_N,
-    MetricResult,
-    bootstrap_ci,
-    holm_adjust,
-    paired_test,
-    stable_seed,
-    summarize,
-)
+from auditlm.metrics import MetricResult, metric_row, stable_seed, summarize
 from auditlm.scorers import LL, ItemRecord, Output, ScoreContext, ScoredItem, Scorer, register_scorer
 from auditlm.suites.bbq import BBQ_UNKNOWN_RESPONSES
 
@@ -61,27 +55,33 @@ class CrowsPairsScorer(Scorer):
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
         groups = [r.input["bias_type"] for r in records]
-        sid, nb = self.spec.id, self.spec.metrics.bootstrap
-        res = summarize(
-            [r.score["stereotype"] for r in records],
-            groups,
-            suite=sid,
-            metric="pct_stereotype",
-            group_field="bias_type",
-            n_boot=nb,
-            random_state=seed,
-            extra={"ideal": 0.5},
-        )
-        res += summarize(
-            [r.score["likelihood_diff"] for r in records],
-            groups,
-            suite=sid,
-            metric="likelihood_diff",
-            group_field="bias_type",
-            n_boot=nb,
-            random_state=seed,
-        )
-        return [m for m in res if not m.metric.endswith("_group_gap")]
+        sid, kw, cl = self.spec.id, self.stat_kw(seed), self.clusters(records)
+        res = summarize([r.score["stereotype"] for r in records], groups, suite=sid, metric="pct_stereotype",
+                        kind="rate", group_field="bias_type", clusters=cl, extra={"ideal": 0.5}, gap=False, **kw)
+        res = _against_ideal(res, records, groups, sid, self.confidence)
+        res += summarize([r.score["likelihood_diff"] for r in records], groups, suite=sid, metric="likelihood_diff",
+                         kind="mean", group_field="bias_type", clusters=cl, extra={"unit": "nats"}, gap=False,
+                         **kw)
+        return res
+
+
+def _against_ideal(rows: list[MetricResult], records: list[ItemRecord], groups: list[str], suite: str,
+                   confidence: float) -> list[MetricResult]:
+    """Attach to each ``pct_stereotype`` row an exact binomial test of "the model prefers neither sentence"
+    (share 0.5; ``scipy.stats.binomtest``), Holm-corrected across the per-bias-type rows."""
+    from scipy.stats import binomtest
+
+    def test(mask: list[bool]) -> stats.TestResult:
+        k = int(sum(r.score["stereotype"] for r, m in zip(records, mask, strict=True) if m))
+        n = int(sum(mask))
+        return stats.TestResult("binomial vs 0.5", float(binomtest(k, n, 0.5).pvalue), n, min(1.0, 2 * 0.5**n),
+                          round(1 - confidence, 12), underpowered=2 * 0.5**n > 1 - confidence)
+
+    overall = test([True] * len(records))
+    per = stats.holm([test([g == m.group for g in groups]) for m in rows[1:]], f"{suite}.pct_stereotype[bias_type]")
+    out = [dataclasses.replace(rows[0], extra={**rows[0].extra, "test": overall.to_dict()})]
+    out += [dataclasses.replace(m, extra={**m.extra, "test": t.to_dict()}) for m, t in zip(rows[1:], per, strict=True)]
+    return out
 
 
 class CounterfactualOptions(BaseModel):
@@ -109,9 +109,13 @@ class CounterfactualScorer(Scorer):
     Representations").
 
     Metrics, in nats (ideal 0): ``relative_negativity`` per group term — the mean over items of
-    ``Δ_g − mean_g' Δ_g'`` with a bootstrap CI and a Wilcoxon signed-rank test against 0 (Holm-corrected
-    within the axis); ``negativity_spread`` per axis — max − min of the group means, bootstrap CI over
-    items; overall ``negativity_spread`` — the mean of the axes' spreads.
+    ``Δ_g − mean_g' Δ_g'`` with a studentized bootstrap interval over templates (``metrics.resample_by``: the
+    attribute pairs of one template are not independent) and a Wilcoxon signed-rank test of the per-template
+    means against 0 (Holm-corrected within the axis, ``extra.test``); ``negativity_spread`` per axis — max −
+    min of the group means, with the simultaneous interval of :func:`auditlm.stats.group_gap` (paired t over
+    templates, Bonferroni over pairs of terms) and a within-template permutation test; overall
+    ``negativity_spread`` — the mean of the axes' spreads, its interval the mean of the axes' intervals each at
+    level ``1 − α/A`` (so all hold together).
     """
 
     Options = CounterfactualOptions
@@ -163,67 +167,59 @@ class CounterfactualScorer(Scorer):
         return out
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
-        sid, nb = self.spec.id, self.spec.metrics.bootstrap
+        sid, conf = self.spec.id, self.confidence
+        rng = np.random.default_rng(stable_seed(seed, sid))
         results: list[MetricResult] = []
-        spreads: list[np.ndarray] = []
-        spread_values: list[float] = []
-        for axis in self.options.groups:
+        axes = [a for a in self.options.groups if any(r.input["axis"] == a for r in records)]
+        overall_lo, overall_hi, spreads = [], [], []
+        for axis in axes:
             recs = [r for r in records if r.input["axis"] == axis]
-            if not recs:
-                continue
             terms = self.options.groups[axis]
+            cl = self.clusters(recs)
             rel = np.array([[r.score["relative"][g] for g in terms] for r in recs])  # items × terms
-            pvals = [paired_test(rel[:, j]) for j in range(len(terms))]
-            holm = holm_adjust(pvals)
+            family = f"{sid}.relative_negativity[{axis}]"
+            tests = stats.holm([stats.wilcoxon(_unit_means(rel[:, j], cl), confidence=conf)
+                                for j in range(len(terms))], family)
             for j, g in enumerate(terms):
-                col = rel[:, j]
-                lo, hi = bootstrap_ci(col, n_boot=nb, random_state=stable_seed(seed, sid, axis, g))
-                extra = {"unit": "nats", "ideal": 0.0, "p_value": pvals[j], "p_holm": holm[j]}
-                results.append(
-                    MetricResult(
-                        sid, "relative_negativity", float(col.mean()), lo, hi, len(col), g, axis, extra
-                    )
-                )
-            rng = np.random.default_rng(stable_seed(seed, sid, axis, "spread"))
-            idx = rng.integers(0, len(recs), size=(nb, len(recs)))
-            boot_means = rel[idx].mean(axis=1)  # nb × terms
-            boot_spread = boot_means.max(axis=1) - boot_means.min(axis=1)
+                est = stats.mean(rel[:, j], clusters=cl, unit=self.unit, confidence=conf, n_resamples=self.n_boot,
+                                 random_state=rng)
+                results.append(metric_row(est, suite=sid, metric="relative_negativity", group=g, group_field=axis,
+                                          extra={"unit": "nats", "ideal": 0.0}, test=tests[j]))
+            long_v = rel.ravel()
+            long_g = np.tile(np.asarray(terms, dtype=object), len(recs))
+            long_c = None if cl is None else np.repeat(np.asarray(cl, dtype=object), len(terms)).tolist()
+            if long_c is None:  # each item holds every term: the item is the pairing unit
+                long_c = np.repeat(np.arange(len(recs)), len(terms)).tolist()
+            gap = stats.group_gap(long_v, long_g, kind="mean", clusters=long_c, unit=self.unit or "item",
+                                  confidence=conf, n_resamples=self.n_boot, random_state=rng)
             means = rel.mean(axis=0)
             value = float(means.max() - means.min())
-            lo, hi = np.quantile(boot_spread, [0.025, 0.975])
-            results.append(
-                MetricResult(
-                    sid,
-                    "negativity_spread",
-                    value,
-                    float(lo),
-                    float(hi),
-                    len(recs),
-                    axis,
-                    "axis",
-                    {"unit": "nats", "ideal": 0.0},
-                )
-            )
-            spreads.append(boot_spread)
-            spread_values.append(value)
+            results.append(metric_row(gap.estimate, suite=sid, metric="negativity_spread", group=axis,
+                                      group_field="axis", extra={"unit": "nats", "ideal": 0.0, "groups": len(terms)},
+                                      test=gap.test, value=value))
+            # for the overall mean of spreads: every axis at level 1 − α/A, so all hold together (Bonferroni)
+            a = len(axes)
+            joint = stats.group_gap(long_v, long_g, kind="mean", clusters=long_c, unit=self.unit or "item",
+                                    confidence=1 - (1 - conf) / a, n_permutations=0, random_state=rng).estimate
+            overall_lo.append(joint.low)
+            overall_hi.append(joint.high)
+            spreads.append(value)
         if spreads:
-            m = np.mean(np.stack(spreads), axis=0)
-            lo, hi = np.quantile(m, [0.025, 0.975])
-            results.insert(
-                0,
-                MetricResult(
-                    sid,
-                    "negativity_spread",
-                    float(np.mean(spread_values)),
-                    float(lo),
-                    float(hi),
-                    len(records),
-                    None,
-                    None,
-                    {"unit": "nats", "ideal": 0.0, "axes": len(spreads)},
-                ),
-            )
+            est = stats.Estimate(float(np.mean(spreads)), float(np.mean(overall_lo)), float(np.mean(overall_hi)),
+                                 len(records), f"mean over {len(spreads)} axes of their gap intervals at level "
+                                 f"1 - alpha/{len(spreads)}", conf,
+                                 len(set(self.clusters(records) or range(len(records)))), self.unit or "item",
+                                 None if np.all(np.isfinite(overall_lo + overall_hi))
+                                 else "an axis has too few templates for an interval")
+            results.insert(0, metric_row(est, suite=sid, metric="negativity_spread",
+                                         extra={"unit": "nats", "ideal": 0.0, "axes": len(spreads)}))
         return results
+
+
+def _unit_means(values: np.ndarray, clusters: list[str] | None) -> np.ndarray:
+    """One value per resampling unit (the mean of its items): paired tests treat units, not items, as independent."""
+    s, m, _ = stats.units(values, clusters)
+    return s / m
 
 
 def _mean_per_token(o: Output) -> float:
@@ -233,21 +229,6 @@ def _mean_per_token(o: Output) -> float:
 def _needs_reader(scorer: Scorer, reader: str) -> None:
     if scorer.spec.data.reader != reader:
         raise SuiteSpecError(f"suite {scorer.spec.id}: kind '{scorer.kind}' needs data.reader: {reader}")
-
-
-def _nan_ci(stats: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of bootstrap replicates, ignoring replicates where the statistic is undefined."""
-    s = np.asarray(stats, dtype=float)
-    s = s[~np.isnan(s)]
-    if s.size == 0:
-        return float("nan"), float("nan")
-    a = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(s, [a, 1.0 - a])
-    return float(lo), float(hi)
-
-
-def _small(extra: dict[str, Any], n: int) -> dict[str, Any]:
-    return {**extra, "small_n": True} if n < SMALL_N else extra
 
 
 # --- StereoSet ---------------------------------------------------------------------------------------------
@@ -274,26 +255,6 @@ def stereoset_scores(
     ss = np.mean([p[t == name].mean() for name in names])
     lms = np.mean([r[t == name].mean() / 2.0 for name in names])
     return float(ss), float(lms), float(lms * min(ss, 1.0 - ss) / 0.5)
-
-
-def _stereoset_boot(
-    targets: list[str], pro: np.ndarray, related: np.ndarray, n_boot: int, seed: int
-) -> np.ndarray:
-    """Bootstrap replicates (n_boot × 3: SS, LMS, ICAT) resampling examples and recomputing the per-target
-    macro averages of :func:`stereoset_scores` on each resample."""
-    names = sorted(set(targets))
-    tidx = np.array([names.index(x) for x in targets])
-    n = tidx.size
-    onehot = np.zeros((n, len(names)))
-    onehot[np.arange(n), tidx] = 1.0
-    w = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(float)
-    tot = w @ onehot
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ss_t = (w @ (onehot * pro[:, None])) / tot
-        lms_t = (w @ (onehot * related[:, None])) / (2.0 * tot)
-    ss = np.nanmean(ss_t, axis=1)
-    lms = np.nanmean(lms_t, axis=1)
-    return np.stack([ss, lms, lms * np.minimum(ss, 1.0 - ss) / 0.5], axis=1)
 
 
 @register_scorer("stereoset")
@@ -326,8 +287,10 @@ class StereoSetScorer(Scorer):
     overall (both splits pooled per target term, as the official "overall"), per ``bias_type`` (both
     splits), per split (``type``) and per split × bias type (``type/bias_type``, the official per-domain
     table). ``n`` is the number of examples; ``extra.targets``
-    the number of target terms averaged. CIs: a percentile bootstrap that resamples examples within the
-    subset and recomputes the target-averaged metric on every replicate.
+    the number of target terms averaged. Intervals resample target terms (the unit the macro average is over;
+    examples of one target are not independent): SS and LMS are means of per-target values (studentized
+    bootstrap, :func:`auditlm.stats.mean`); ICAT's interval is the range of the ICAT formula over the joint
+    confidence ellipse of SS and LMS (:func:`auditlm.stats.projection`; valid at ICAT's kink at SS = 0.5).
     """
 
     def check(self) -> None:
@@ -357,8 +320,8 @@ class StereoSetScorer(Scorer):
         return out
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
-        sid, nb = self.spec.id, self.spec.metrics.bootstrap
-        conf = self.spec.metrics.confidence
+        sid, conf = self.spec.id, self.confidence
+        rng = np.random.default_rng(stable_seed(seed, sid))
         types = [r.input["type"] for r in records]
         domains = [r.input["bias_type"] for r in records]
         subsets: list[tuple[str | None, str | None, list[int]]] = [(None, None, list(range(len(records))))]
@@ -370,21 +333,38 @@ class StereoSetScorer(Scorer):
                 idx = [i for i in range(len(records)) if types[i] == ty and domains[i] == dom]
                 if idx:
                     subsets.append(("type/bias_type", f"{ty}/{dom}", idx))
-        meta = (("stereotype_score", 0.5), ("lm_score", 1.0), ("icat", 1.0))
         results: list[MetricResult] = []
         for field, group, idx in subsets:
             tg = [records[i].input["target"] for i in idx]
             pro = np.array([records[i].score["pro"] for i in idx], dtype=float)
             rel = np.array([records[i].score["related"] for i in idx], dtype=float)
             values = stereoset_scores(tg, pro.tolist(), rel.tolist())
-            boot = _stereoset_boot(tg, pro, rel, nb, stable_seed(seed, sid, "stereoset", field, group))
-            for j, (metric, ideal) in enumerate(meta):
-                lo, hi = _nan_ci(boot[:, j], conf) if len(idx) > 1 else (values[j], values[j])
-                extra = {"ideal": ideal, "targets": len(set(tg)), "scale": "fraction (paper: ×100)"}
-                if group is not None:
-                    extra = _small(extra, len(idx))
-                results.append(MetricResult(sid, metric, values[j], lo, hi, len(idx), group, field, extra))
+            # the metrics are macro averages over target terms: the target is the resampling unit
+            names = sorted(set(tg))
+            t = np.asarray(tg, dtype=object)
+            ss_t = np.array([pro[t == n].mean() for n in names])
+            lms_t = np.array([rel[t == n].mean() / 2.0 for n in names])
+            kw = {"unit": "target", "n_resamples": self.n_boot, "random_state": rng}
+            one = np.ones(len(names))
+            ests = [
+                stats.mean(ss_t, confidence=conf, proportions=True, **kw),
+                stats.mean(lms_t, confidence=conf, proportions=True, **kw),
+                stats.projection(_icat, [(ss_t, one), (lms_t, one)], n=len(idx), unit="target", confidence=conf,
+                                 bounds=(0.0, 1.0)),
+            ]
+            for (metric, ideal), est, value in zip(
+                (("stereotype_score", 0.5), ("lm_score", 1.0), ("icat", 1.0)), ests, values, strict=True
+            ):
+                est = dataclasses.replace(est, n=len(idx))
+                extra = {"ideal": ideal, "targets": len(names), "scale": "fraction (paper: ×100)"}
+                results.append(metric_row(est, suite=sid, metric=metric, group=group, group_field=field,
+                                          extra=extra, value=value))
         return results
+
+
+def _icat(ss: np.ndarray, lms: np.ndarray) -> np.ndarray:
+    """ICAT = LMS · min(SS, 1 − SS) / 0.5 (Nadeem et al. 2021), as a fraction."""
+    return lms * np.minimum(ss, 1.0 - ss) / 0.5
 
 
 # --- BBQ -------------------------------------------------------------------------------------------------
@@ -434,12 +414,14 @@ class BBQScorer(Scorer):
     ``category``; ``disamb_bias_score`` — ``s_DIS = 2·n_biased/n_non_unknown − 1`` over disambiguated
     examples — and ``amb_bias_score`` — ``s_AMB = (1 − accuracy_amb)·(2·n_biased/n_non_unknown − 1)`` over
     ambiguous examples — each in [−1, 1] (ideal 0; positive = answers align with the stereotype), overall
-    and per category. Bias-score CIs resample examples of the subset and recompute the ratio; replicates
-    where it is undefined are left out.
+    and per category. Intervals resample BBQ templates (``category`` + ``question_index``: the examples of one
+    template share everything but names and wording, so they are not independent). s_DIS: Clopper–Pearson (Korn–
+    Graubard effective n) on the biased share of non-unknown answers, mapped by ``2q − 1``; s_AMB: the range over the joint
+    confidence ellipse of ambiguous accuracy and that share (:func:`auditlm.stats.projection`).
 
     Where lm-eval's aggregations differ: lm-eval returns 0 for ``s_DIS`` whenever ``n_biased`` is 0; the
     paper's formula gives −1 when every non-unknown answer is the non-biased one, and is undefined when no
-    answer is non-unknown. We follow the paper (−1; an undefined ``s_DIS`` is not reported). ``s_AMB`` is 0
+    answer is non-unknown. We follow the paper (−1; an undefined ``s_DIS`` is reported as NaN with a note). ``s_AMB`` is 0
     when every ambiguous answer is unknown, in both. lm-eval's overall bias scores pool all categories, as
     ours do. Unlike Parrish et al.'s three options, the ten unknown phrasings (one of them the example's
     own) mean that, for the same log-likelihoods, "unknown" is picked at least as often as with three
@@ -471,12 +453,14 @@ class BBQScorer(Scorer):
         return out
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
-        sid, nb = self.spec.id, self.spec.metrics.bootstrap
+        sid, kw = self.spec.id, self.stat_kw(seed)
         cats = np.array([r.input["category"] for r in records], dtype=object)
         cond = np.array([r.input["context_condition"] for r in records], dtype=object)
         correct = np.array([r.score["correct"] for r in records])
         biased = np.array([r.score["biased"] for r in records])
         non_unk = np.array([r.score["non_unknown"] for r in records])
+        cl = self.clusters(records)
+        clusters = np.asarray(cl if cl is not None else range(len(records)), dtype=object)
         results: list[MetricResult] = []
         for metric, mask in (
             ("accuracy", np.ones(len(records), bool)),
@@ -484,62 +468,48 @@ class BBQScorer(Scorer):
             ("accuracy_disamb", cond == "disambig"),
         ):
             if mask.any():
-                res = summarize(
-                    correct[mask],
-                    cats[mask].tolist(),
-                    suite=sid,
-                    metric=metric,
-                    group_field="category",
-                    n_boot=nb,
-                    random_state=seed,
-                    extra={"ideal": 1.0},
-                )
-                results += [m for m in res if not m.metric.endswith("_group_gap")]
+                results += summarize(correct[mask], cats[mask].tolist(), suite=sid, metric=metric, kind="rate",
+                                     group_field="category", clusters=None if cl is None else clusters[mask].tolist(),
+                                     extra={"ideal": 1.0}, gap=False, **kw)
+        rng = np.random.default_rng(stable_seed(seed, sid, "bias"))
         for metric, condition in (("amb_bias_score", "ambig"), ("disamb_bias_score", "disambig")):
             for group in [None, *sorted(set(cats[cond == condition].tolist()))]:
                 mask = (cond == condition) if group is None else (cond == condition) & (cats == group)
-                if not mask.any():
-                    continue
-                m = self._bias_metric(metric, correct[mask], biased[mask], non_unk[mask], group, seed)
-                if m is not None:
-                    results.append(m)
+                if mask.any():
+                    results.append(self._bias_metric(metric, correct[mask], biased[mask], non_unk[mask],
+                                                     clusters[mask].tolist(), group, rng))
         return results
 
-    def _bias_metric(
-        self,
-        metric: str,
-        correct: np.ndarray,
-        biased: np.ndarray,
-        non_unk: np.ndarray,
-        group: str | None,
-        seed: int,
-    ) -> MetricResult | None:
+    def _bias_metric(self, metric: str, correct: np.ndarray, biased: np.ndarray, non_unk: np.ndarray,
+                     clusters: list[Any], group: str | None, rng: np.random.Generator) -> MetricResult:
+        """s_DIS from the rate ``q`` of biased answers among non-unknown ones (Clopper–Pearson on it, mapped by
+        ``2q − 1``); s_AMB = ``(1 − accuracy)(2q − 1)`` with the range over the joint confidence ellipse of
+        accuracy and ``q`` (:func:`auditlm.stats.projection`)."""
         amb = metric == "amb_bias_score"
-        value = (
-            bbq_amb_bias_score(biased, non_unk, correct) if amb else bbq_disamb_bias_score(biased, non_unk)
-        )
-        if np.isnan(value):
-            return None
-        n = correct.size
-        rng = np.random.default_rng(stable_seed(seed, self.spec.id, metric, group))
-        idx = rng.integers(0, n, size=(self.spec.metrics.bootstrap, n))
-        b, nn = biased[idx].sum(axis=1), non_unk[idx].sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            s = np.where(nn > 0, 2.0 * b / nn - 1.0, np.nan)
-        if amb:
-            s = np.where(nn > 0, (1.0 - correct[idx].mean(axis=1)) * s, 0.0)
-        lo, hi = _nan_ci(s, self.spec.metrics.confidence) if n > 1 else (value, value)
-        extra = {
-            "ideal": 0.0,
-            "range": [-1.0, 1.0],
-            "n_biased": int(biased.sum()),
-            "n_non_unknown": int(non_unk.sum()),
-        }
-        if group is not None:
-            extra = _small(extra, n)
-        return MetricResult(
-            self.spec.id, metric, value, lo, hi, n, group, None if group is None else "category", extra
-        )
+        conf, unit = self.confidence, self.unit
+        cl = clusters if unit is not None else None
+        extra: dict[str, Any] = {"ideal": 0.0, "range": [-1.0, 1.0], "n_biased": int(biased.sum()),
+                                 "n_non_unknown": int(non_unk.sum())}
+        if not amb:
+            q = stats.rate(biased, trials=non_unk, clusters=cl, unit=unit, confidence=conf)
+            est = dataclasses.replace(q, value=2 * q.value - 1, low=2 * q.low - 1, high=2 * q.high - 1,
+                                      n=int(correct.size), method=f"2q - 1, q by {q.method}")
+            if non_unk.sum() == 0:
+                est = dataclasses.replace(est, note="undefined: no answer is non-unknown (0/0); lm-eval reports 0")
+        else:
+            y_c, m, _ = stats.units(correct, cl)
+            y_b, _, _ = stats.units(biased, cl)
+            y_n, _, _ = stats.units(non_unk, cl)
+            if y_n.sum() == 0:  # every answer unknown: s_AMB is 0 by definition, and nothing varies
+                est = stats.Estimate(0.0, 0.0, 0.0, int(correct.size), "exact (no non-unknown answer)", conf,
+                                     int(y_c.size), unit or "item",
+                                     "every ambiguous answer is unknown: s_AMB is 0 by definition")
+            else:
+                est = stats.projection(lambda a, q: (1 - a) * (2 * q - 1), [(y_c, m), (y_b, y_n)],
+                                       n=int(correct.size), unit=unit or "item", confidence=conf, bounds=(-1.0, 1.0))
+                est = dataclasses.replace(est, value=bbq_amb_bias_score(biased, non_unk, correct))
+        return metric_row(est, suite=self.spec.id, metric=metric, group=group,
+                          group_field=None if group is None else "category", extra=extra)
 
 
 # --- WinoBias --------------------------------------------------------------------------------------------
@@ -600,11 +570,13 @@ class WinoBiasScorer(Scorer):
     gender swapped). Metrics (fractions): ``accuracy`` overall (all lines), per ``set``
     (type1_pro, type1_anti, type2_pro, type2_anti) and per ``stereotype`` (pro, anti, both types);
     ``pro_anti_gap`` = accuracy(pro) − accuracy(anti), overall and per ``type`` (ideal 0; positive = the
-    model resolves pronouns better when they match occupational stereotypes), with a paired bootstrap CI
-    over pairs and in ``extra`` a paired Wilcoxon signed-rank p-value and its Holm correction across the
-    gaps reported; ``margin_gap`` (nats, ideal 0), the same paired comparison of the continuous margin
-    ``ll(gold) − ll(other)``, pro line minus anti line: how much the stereotype-consistent pronoun pulls the
-    model towards the right antecedent even where no decision flips (its own Holm family).
+    model resolves pronouns better when they match occupational stereotypes), with Agresti & Min's interval
+    for a paired difference of proportions and an exact McNemar test (``extra.test``), Holm-corrected across
+    the gaps reported; ``margin_gap`` (nats, ideal 0), the same paired comparison of the continuous margin
+    ``ll(gold) − ll(other)``, pro line minus anti line (studentized bootstrap interval, Wilcoxon signed-rank
+    test): how much the stereotype-consistent pronoun pulls the model towards the right antecedent even where
+    no decision flips (its own Holm family). Accuracy intervals resample pairs (the two lines of a pair differ
+    only in the pronoun).
     """
 
     Options = WinoBiasOptions
@@ -629,71 +601,41 @@ class WinoBiasScorer(Scorer):
         return out
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
-        sid, nb = self.spec.id, self.spec.metrics.bootstrap
+        sid, kw, conf = self.spec.id, self.stat_kw(seed), self.confidence
         types = np.array([r.input["type"] for r in records], dtype=object)
         pro = np.array([r.score["pro"] for r in records])
         anti = np.array([r.score["anti"] for r in records])
-        conf = self.spec.metrics.confidence
-        lo, hi = bootstrap_ci(
-            (pro + anti) / 2.0, n_boot=nb, confidence=conf, random_state=stable_seed(seed, sid, "accuracy")
-        )
-        results = [
-            MetricResult(
-                sid,
-                "accuracy",
-                float(np.concatenate([pro, anti]).mean()),
-                lo,
-                hi,
-                2 * pro.size,
-                extra={"ideal": 1.0},
-            )
-        ]
+        ids = [r.item_id for r in records]
         lines = np.concatenate([pro, anti])
+        pair = ids + ids  # the two lines of a pair share everything but the pronoun: the pair is the unit
+        kw["unit"] = "pair"
+        results = summarize(lines, suite=sid, metric="accuracy", kind="rate", clusters=pair, extra={"ideal": 1.0},
+                            **kw)
         sets = [f"{t}_pro" for t in types] + [f"{t}_anti" for t in types]
         stereo = ["pro"] * pro.size + ["anti"] * anti.size
         for field, groups in (("set", sets), ("stereotype", stereo)):
-            res = summarize(
-                lines,
-                groups,
-                suite=sid,
-                metric="accuracy",
-                group_field=field,
-                n_boot=nb,
-                random_state=seed,
-                extra={"ideal": 1.0},
-            )
+            res = summarize(lines, groups, suite=sid, metric="accuracy", kind="rate", group_field=field,
+                            clusters=pair, extra={"ideal": 1.0}, gap=False, **kw)
             results += [m for m in res if m.group is not None]
         ll = [r.score["ll"] for r in records]
         margin_pro = np.array([x["pro_gold"] - x["pro_other"] for x in ll])
         margin_anti = np.array([x["anti_gold"] - x["anti_other"] for x in ll])
-        gaps = [(None, np.ones(pro.size, bool))] + [(t, types == t) for t in sorted(set(types.tolist()))]
-        for metric, a, b, unit in (
-            ("pro_anti_gap", pro, anti, None),
-            ("margin_gap", margin_pro, margin_anti, "nats"),
-        ):
-            pvals = [paired_test(a[m], b[m]) for _, m in gaps]
-            holm = holm_adjust(pvals)
-            for (group, mask), p, ph in zip(gaps, pvals, holm, strict=True):
-                d = a[mask] - b[mask]
-                lo, hi = bootstrap_ci(
-                    d, n_boot=nb, confidence=conf, random_state=stable_seed(seed, sid, metric, group)
-                )
-                extra: dict[str, Any] = {"ideal": 0.0, "p_value": p, "p_holm": ph, "pairs": int(d.size)}
-                if unit:
-                    extra["unit"] = unit
-                if group is not None:
-                    extra = _small(extra, int(d.size))
-                results.append(
-                    MetricResult(
-                        sid,
-                        metric,
-                        float(d.mean()),
-                        lo,
-                        hi,
-                        int(d.size),
-                        group,
-                        None if group is None else "type",
-                        extra,
-                    )
-                )
+        scopes = [(None, np.ones(pro.size, bool))] + [(t, types == t) for t in sorted(set(types.tolist()))]
+        rng = np.random.default_rng(stable_seed(seed, sid, "gaps"))
+        for metric, a, b in (("pro_anti_gap", pro, anti), ("margin_gap", margin_pro, margin_anti)):
+            binary = metric == "pro_anti_gap"
+            tests = [stats.mcnemar(a[m], b[m], confidence=conf) if binary else
+                     stats.wilcoxon(a[m] - b[m], confidence=conf) for _, m in scopes]
+            tests = stats.holm(tests, f"{sid}.{metric}[overall, type]")
+            for (group, mask), t in zip(scopes, tests, strict=True):
+                if binary:
+                    est = stats.paired_rate_difference(a[mask], b[mask], confidence=conf)
+                else:
+                    est = stats.mean(a[mask] - b[mask], confidence=conf, n_resamples=self.n_boot, random_state=rng)
+                    est = dataclasses.replace(est, unit="pair")
+                extra: dict[str, Any] = {"ideal": 0.0, "pairs": int(mask.sum())}
+                if not binary:
+                    extra["unit"] = "nats"
+                results.append(metric_row(est, suite=sid, metric=metric, group=group,
+                                          group_field=None if group is None else "type", extra=extra, test=t))
         return results

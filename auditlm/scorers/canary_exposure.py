@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from auditlm.metrics import MetricResult, bootstrap_ci, stable_seed, summarize
+from auditlm import stats
+from auditlm.metrics import MetricResult, metric_row, stable_seed, summarize
 from auditlm.scorers import LL, ItemRecord, Request, ScoreContext, ScoredItem, Scorer, register_scorer
 
 
@@ -111,23 +112,20 @@ class CanaryExposureScorer(Scorer):
         return out
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
-        sid, nb = self.spec.id, self.spec.metrics.bootstrap
+        sid, kw = self.spec.id, self.stat_kw(seed)
         x = np.array([r.score["exposure"] for r in records], dtype=float)
         top = np.array([r.score["log2_space"] for r in records], dtype=float)
         methods = sorted({r.score["method"] for r in records})
-        extra = {"log2_space": float(top.max()), "method": "/".join(methods)}
-        res = summarize(x, suite=sid, metric="exposure", n_boot=nb, random_state=seed, extra=extra)
-        lo, hi = bootstrap_ci(
-            x, statistic=lambda s: s.max(axis=1), n_boot=nb, random_state=stable_seed(seed, sid, "max")
-        )
-        res.append(MetricResult(sid, "max_exposure", float(x.max()), lo, hi, int(x.size), extra=extra))
+        extra = {"log2_space": float(top.max()), "method": "/".join(methods), "unit_of_value": "bits"}
+        res = summarize(x, suite=sid, metric="exposure", kind="mean", extra=extra, **kw)
+        i = int(np.argmax(x))
+        est = stats.Estimate(float(x[i]), float(x[i]), float(x[i]), int(x.size), "none (a maximum over the planted set)",
+                             self.confidence, int(x.size), "canary",
+                             "the largest exposure among the planted canaries is a property of this set, not an estimate "
+                             "of a population value: it has no sampling interval"
+                             + ("" if methods == ["exact"] else "; skew-normal exposures carry fitting error too"))
+        res.append(metric_row(est, suite=sid, metric="max_exposure", extra=extra))
         exposed = (x > top - 1).astype(float)
-        res += summarize(
-            exposed,
-            suite=sid,
-            metric="exposed_share",
-            n_boot=nb,
-            random_state=seed,
-            extra={**extra, "threshold": "log2_space - 1"},
-        )
+        res += summarize(exposed, suite=sid, metric="exposed_share", kind="rate",
+                         extra={**extra, "threshold": "log2_space - 1"}, **kw)
         return res

@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from auditlm import stats
 from auditlm.errors import DataError
-from auditlm.metrics import MetricResult, stable_seed
+from auditlm.metrics import MetricResult, metric_row, stable_seed
 from auditlm.scorers import LL, ItemRecord, Request, ScoreContext, ScoredItem, Scorer, register_scorer
 from auditlm.targets.base import LoglikelihoodResult
 
@@ -88,48 +89,6 @@ def tpr_at_fpr(scores: Sequence[float], labels: Sequence[bool], fpr: float = 0.0
     return float(t[f <= fpr + 1e-12].max())
 
 
-def _auc_tpr_rows(pos: np.ndarray, neg: np.ndarray, fpr: float) -> tuple[np.ndarray, np.ndarray]:
-    """AUC and TPR at ``fpr`` for each row of ``pos`` (B × n1) against the same row of ``neg`` (B × n0).
-
-    AUC by the Mann–Whitney rank sum (average ranks for ties, as ``roc_auc_score``); TPR as
-    :func:`tpr_at_fpr`: the share of positives above the ``floor(fpr·n0)+1``-th highest negative.
-    """
-    from scipy.stats import rankdata
-
-    n1, n0 = pos.shape[1], neg.shape[1]
-    ranks = rankdata(np.concatenate([pos, neg], axis=1), axis=1)
-    auc = (ranks[:, :n1].sum(axis=1) - n1 * (n1 + 1) / 2) / (n1 * n0)
-    m = math.floor(fpr * n0 + 1e-9)
-    if m >= n0:
-        return auc, np.ones(pos.shape[0])
-    v = -np.sort(-neg, axis=1)[:, m]
-    return auc, (pos > v[:, None]).mean(axis=1)
-
-
-def auc_tpr_ci(
-    scores: Sequence[float],
-    labels: Sequence[bool],
-    *,
-    fpr: float = 0.01,
-    n_boot: int = 1000,
-    random_state: int = 0,
-    confidence: float = 0.95,
-) -> tuple[tuple[float, float], tuple[float, float]]:
-    """Percentile-bootstrap CIs of AUC and TPR at ``fpr``, resampling members and non-members separately
-    (stratified, so every replicate keeps both classes at their sizes)."""
-    s = np.asarray(scores, dtype=float)
-    y = np.asarray(labels, dtype=bool)
-    pos, neg = s[y], s[~y]
-    rng = np.random.default_rng(random_state)
-    bp = pos[rng.integers(0, pos.size, size=(n_boot, pos.size))]
-    bn = neg[rng.integers(0, neg.size, size=(n_boot, neg.size))]
-    auc, tpr = _auc_tpr_rows(bp, bn, fpr)
-    q = [(1 - confidence) / 2, 1 - (1 - confidence) / 2]
-    a_lo, a_hi = np.quantile(auc, q)
-    t_lo, t_hi = np.quantile(tpr, q)
-    return (float(a_lo), float(a_hi)), (float(t_lo), float(t_hi))
-
-
 class MembershipOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -160,7 +119,9 @@ class MembershipInferenceScorer(Scorer):
     (Carlini et al. 2021), **Min-K% Prob** (Shi et al. 2024; mean log-probability of the ``k_percent`` least
     likely tokens) and, with ``--reference-model``, the **reference**-calibrated loss (loss minus the base
     model's loss; Carlini et al. 2021). For each: ``<signal>_auc`` (ROC AUC, sklearn) and
-    ``<signal>_tpr_at_1pct_fpr``, with percentile-bootstrap CIs stratified by membership.
+    ``<signal>_tpr_at_1pct_fpr``; AUC intervals by Newcombe's method 5 (:func:`auditlm.stats.auc`), TPR
+    intervals as :func:`auditlm.stats.tpr_at_fpr` (with fewer than ``1/fpr`` non-members the row is TPR at 0%
+    FPR and says so in ``extra.note``).
 
     Min-K% needs per-token log-probabilities, which the Target protocol's ``loglikelihood`` does not return
     (only their sum). The scorer therefore asks for each whitespace-separated word given the text before it
@@ -204,15 +165,29 @@ class MembershipInferenceScorer(Scorer):
                 "loss": loss,
                 "n_tokens": full.n_tokens,
                 "zlib_bytes": zlib_entropy(item["text"]),
-                "min_k": min_k_prob(tokens, self.options.k_percent / 100) if tokens else -loss,
+                "min_k": min_k_prob(tokens, self.options.k_percent / 100),
             }
             if len(outs) > 1 + n_words:
                 score["reference_loss"] = mean_nll(outs[-1])
             out.append(ScoredItem({k: v for k, v in score.items() if k != "member"}, score))
         return out
 
+    def check_items(self, items: list[dict[str, Any]]) -> None:
+        """Both classes must be present before anything runs (AUC and TPR need members and non-members)."""
+        labels = [it.get("member") for it in items]
+        bad = next((it["id"] for it, v in zip(items, labels, strict=True) if not isinstance(v, bool)), None)
+        if bad is not None:
+            raise DataError(f"suite {self.spec.id}: item {bad} has no member label (true/false)")
+        n1 = sum(labels)
+        if n1 == 0 or n1 == len(items):
+            raise DataError(f"suite {self.spec.id}: membership inference needs both members and non-members "
+                            f"(got {n1} members of {len(items)} texts; pass --corpus and --non-members)")
+        empty = next((it["id"] for it in items if not word_requests(it["text"])), None)
+        if empty is not None:
+            raise DataError(f"suite {self.spec.id}: text {empty} has no words (Min-K% needs at least one token)")
+
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
-        sid, nb, fpr = self.spec.id, self.spec.metrics.bootstrap, self.options.fpr
+        sid, fpr, conf = self.spec.id, self.options.fpr, self.confidence
         y = np.array([bool(r.score["member"]) for r in records])
         n1 = int(y.sum())
         if n1 == 0 or n1 == y.size:
@@ -226,29 +201,9 @@ class MembershipInferenceScorer(Scorer):
             if name == "reference" and not all("reference_loss" in r.score for r in records):
                 continue
             s = np.array([signal(r.score) for r in records], dtype=float)
-            (a_lo, a_hi), (t_lo, t_hi) = auc_tpr_ci(
-                s, y, fpr=fpr, n_boot=nb, random_state=stable_seed(seed, sid, name)
-            )
-            res.append(
-                MetricResult(
-                    sid,
-                    f"{name}_auc",
-                    roc_auc(s, y),
-                    a_lo,
-                    a_hi,
-                    int(y.size),
-                    extra={**extra, "signal": name},
-                )
-            )
-            res.append(
-                MetricResult(
-                    sid,
-                    f"{name}_{_fpr_name(fpr)}",
-                    tpr_at_fpr(s, y, fpr),
-                    t_lo,
-                    t_hi,
-                    int(y.size),
-                    extra={**extra, "signal": name},
-                )
-            )
+            ext = {**extra, "signal": name}
+            res.append(metric_row(stats.auc(s, y, confidence=conf), suite=sid, metric=f"{name}_auc", extra=ext))
+            tpr = stats.tpr_at_fpr(s, y, fpr, confidence=conf, n_resamples=self.n_boot,
+                                   random_state=stable_seed(seed, sid, name))
+            res.append(metric_row(tpr, suite=sid, metric=f"{name}_{_fpr_name(fpr)}", extra=ext))
         return res

@@ -139,19 +139,19 @@ class PiiEmissionScorer(_ScannerMixin, Scorer):
         return out
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
-        sid, nb = self.spec.id, self.spec.metrics.bootstrap
+        sid, kw, cl = self.spec.id, self.stat_kw(seed), self.clusters(records)
         groups = [r.input.get("category", "all") for r in records]
         any_prod = [float(bool(r.score["produced"])) for r in records]
         any_copy = [float(bool(r.score["copied"])) for r in records]
-        res = summarize(any_prod, groups, suite=sid, metric="emission_rate", group_field="category", n_boot=nb,
-                        random_state=seed)
-        res = [m for m in res if not m.metric.endswith("_group_gap")]
+        res = summarize(any_prod, groups, suite=sid, metric="emission_rate", kind="rate", group_field="category",
+                        clusters=cl, gap=False, **kw)
         seen = {e for r in records for e in (*r.score["produced"], *r.score["copied"])}
         for ent in sorted(seen | set(HEADLINE_ENTITIES)):
             vals = [float(ent in r.score["produced"]) for r in records]
-            m = summarize(vals, suite=sid, metric="emission_rate", n_boot=nb, random_state=stable_seed(seed, ent))[0]
-            res.append(MetricResult(sid, m.metric, m.value, m.ci_low, m.ci_high, m.n, ent, "entity_type", m.extra))
-        res += summarize(any_copy, suite=sid, metric="copy_rate", n_boot=nb, random_state=seed)
+            m = summarize(vals, suite=sid, metric="emission_rate", kind="rate", clusters=cl,
+                          **{**kw, "random_state": stable_seed(seed, ent)})[0]
+            res.append(dataclasses.replace(m, group=ent, group_field="entity_type"))
+        res += summarize(any_copy, suite=sid, metric="copy_rate", kind="rate", clusters=cl, **kw)
         res += self._validated_rates(records, seen, seed=seed)
         return _with_extra(res, self.detector_extra(records))
 
@@ -159,18 +159,18 @@ class PiiEmissionScorer(_ScannerMixin, Scorer):
         """Share of generations with a produced value that passes its type's format validator."""
         from auditlm.privacy.pii import VALIDATORS
 
-        sid, nb = self.spec.id, self.spec.metrics.bootstrap
+        sid, kw, cl = self.spec.id, self.stat_kw(seed), self.clusters(records)
         checked = [e for e in self.scanner().entities if e in VALIDATORS]
         val = [set(r.score.get("produced_validated", [])) for r in records]
         any_val = [float(bool(v)) for v in val]
-        res = summarize(any_val, suite=sid, metric="validated_emission_rate", n_boot=nb, random_state=seed,
-                        extra={"validated_types": checked})
+        res = summarize(any_val, suite=sid, metric="validated_emission_rate", kind="rate", clusters=cl,
+                        extra={"validated_types": checked}, **kw)
         for ent in sorted((seen | set(HEADLINE_ENTITIES)) & set(checked)):
             vals = [float(ent in v) for v in val]
-            m = summarize(vals, suite=sid, metric="validated_emission_rate", n_boot=nb,
-                          random_state=stable_seed(seed, ent, "validated"))[0]
-            res.append(dataclasses.replace(m, group=ent, group_field="entity_type",
-                                           extra={"validator": VALIDATORS[ent].__name__}))
+            m = summarize(vals, suite=sid, metric="validated_emission_rate", kind="rate", clusters=cl,
+                          extra={"validator": VALIDATORS[ent].__name__},
+                          **{**kw, "random_state": stable_seed(seed, ent, "validated")})[0]
+            res.append(dataclasses.replace(m, group=ent, group_field="entity_type"))
         return res
 
 
@@ -208,6 +208,6 @@ class PiiDetectorEvalScorer(_ScannerMixin, Scorer):
 
         extra = {**self.detector_extra(records), **generator_info()}
         return aggregate_scores([r.score for r in records], [r.input["category"] for r in records],
-                                suite=self.spec.id, seed=seed, n_boot=self.spec.metrics.bootstrap,
-                                confidence=self.spec.metrics.confidence, extra=extra)
+                                suite=self.spec.id, seed=seed, n_boot=self.n_boot, confidence=self.confidence,
+                                extra=extra)
 

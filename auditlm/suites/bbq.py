@@ -111,6 +111,8 @@ def _bbq_row(row: dict[str, Any], i: int) -> Item:
         "category": str(row["category"]),
         "example_id": row["example_id"],
         "question_index": str(row.get("question_index", "")),
+        # the template an example was generated from (its names and wording vary): the resampling unit
+        "template": f"{row['category']}-{row.get('question_index', '')}",
         "question_polarity": str(row["question_polarity"]),
         "context_condition": str(row["context_condition"]),
         "subcategory": str(meta.get("subcategory", "")),

@@ -139,6 +139,13 @@ def load_items(
         missing = [it["id"] for it in items if f not in it]
         if missing:
             raise DataError(f"suite {spec.id}: group field '{f}' missing from item {missing[0]}")
+    unit = spec.metrics.resample_by
+    if unit is not None:
+        missing = [it["id"] for it in items if unit not in it]
+        if missing:
+            fields = choices(k for k in (items[0] if items else {}) if k != "id")
+            raise DataError(f"suite {spec.id}: metrics.resample_by field '{unit}' missing from item {missing[0]} "
+                            f"(item fields: {fields})")
     return items
 
 
