@@ -116,7 +116,7 @@ _DIGIT_TYPES = frozenset(
 )
 _ALNUM_TYPES = frozenset({"IBAN_CODE", "US_DRIVER_LICENSE", "US_PASSPORT"})
 _NAME_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})
-_NUMBER_MASK_TYPES = _DIGIT_TYPES | _ALNUM_TYPES
+_NUMBER_MASK_TYPES = _DIGIT_TYPES | _ALNUM_TYPES | {"IP_ADDRESS"}
 _MASK = "•"
 _EMAIL_MASK = "*"
 _MAX_REVEALED = 0.25
@@ -274,16 +274,8 @@ def _budget(n_alnum: int) -> int:
     return int(n_alnum * _MAX_REVEALED)
 
 
-def _mask_keep_last(value: str, keep: int) -> str:
-    out = []
-    remaining = sum(ch.isalnum() for ch in value)
-    for ch in value:
-        if ch.isalnum():
-            out.append(ch if remaining <= keep else _MASK)
-            remaining -= 1
-        else:
-            out.append(ch)
-    return "".join(out)
+def _mask_all(value: str) -> str:
+    return "".join(_MASK if ch.isalnum() else ch for ch in value)
 
 
 def _mask_words(value: str) -> str:
@@ -294,7 +286,7 @@ def _mask_words(value: str) -> str:
             out.append(word)
             continue
         chars = [ch if not ch.isalnum() else _MASK for ch in word]
-        if budget > 0 and word[0].isalnum():
+        if budget > 0 and word[0].isalpha():
             chars[0] = word[0]
             budget -= 1
         out.append("".join(chars))
@@ -311,7 +303,7 @@ def _mask_email(value: str) -> str:
         nonlocal budget
         if not text:
             return ""
-        if budget > 0 and text[0].isalnum():
+        if budget > 0 and text[0].isalpha():
             budget -= 1
             return text[0] + _EMAIL_MASK * (len(text) - 1)
         return _EMAIL_MASK * len(text)
@@ -322,14 +314,16 @@ def _mask_email(value: str) -> str:
 
 
 def mask(value: str, entity_type: str) -> str:
-    """A rendering of ``value`` safe to show a reviewer; it never contains the raw value.
+    """A rendering of ``value`` safe to show a reviewer; it never contains the raw value and never a digit of it.
 
-    At most a quarter of the letters and digits are revealed (rounded down, so short values are fully masked):
-    emails keep the first character of the local part and of the domain plus the public suffix
-    (``john@example.com`` → ``j***@e******.com``); phone, card, SSN and other number types keep their separators
-    and the last two digits (``415-555-2671`` → ``•••-•••-••71``); names and places keep the first letter of each
-    word (``Maria Garcia`` → ``M•••• G•••••``); anything else keeps its first character. Only the empty string
-    maps to itself.
+    Phone, card, SSN, bank, IBAN, licence, passport numbers and IP addresses keep only their separators, so the
+    shape shows but no digit or letter does (``415-555-2671`` → ``•••-•••-••••``): the space of such values is
+    small enough that even two revealed digits narrow an enumeration a hundredfold. Otherwise at most a quarter
+    of the letters and digits are revealed (rounded down, so short values are fully masked), and only letters:
+    emails keep the first letter of the local part and of the domain plus the public suffix
+    (``john@example.com`` → ``j***@e******.com``); names and places keep the first letter of each word
+    (``Maria Garcia`` → ``M•••• G•••••``); anything else keeps its first character if it is a letter. Only the
+    empty string maps to itself.
     """
     if not value:
         return ""
@@ -339,12 +333,12 @@ def mask(value: str, entity_type: str) -> str:
     if entity_type == "EMAIL_ADDRESS" and "@" in value:
         return _mask_email(value)
     if entity_type in _NUMBER_MASK_TYPES:
-        return _mask_keep_last(value, min(2, _budget(n_alnum)))
+        return _mask_all(value)
     if entity_type in _NAME_TYPES:
         return _mask_words(value)
-    if _budget(n_alnum) > 0 and value[0].isalnum():
-        return value[0] + "".join(_MASK if ch.isalnum() else ch for ch in value[1:])
-    return "".join(_MASK if ch.isalnum() else ch for ch in value)
+    if _budget(n_alnum) > 0 and value[0].isalpha():
+        return value[0] + _mask_all(value[1:])
+    return _mask_all(value)
 
 
 def salted_hash(value: str, entity_type: str, salt: str) -> str:
