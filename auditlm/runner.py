@@ -146,7 +146,7 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
     ``reference`` answers the requests a scorer addresses to ``"reference"`` (``--reference-model``).
     """
     t0 = time.perf_counter()
-    ctx = ScoreContext(store_raw=config.store_raw, salt=store.salt, has_reference=reference is not None,
+    ctx = ScoreContext(store_raw=config.store_raw, key=store.hash_key, has_reference=reference is not None,
                        confidence=config.confidence)
     targets = {"main": target} | ({"reference": reference} if reference is not None else {})
     store.set_run_status(run_id, "running")
@@ -155,11 +155,26 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
             _run_suite(store, run_id, targets, p, pos, config, ctx, progress)
     except BaseException as e:
         store.set_run_status(run_id, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                             error=f"{type(e).__name__}: {e}"[:500])
+                             error=error_text(e))
         raise
     prev = store.get_run(run_id).duration_s or 0.0
     store.set_run_status(run_id, "complete", duration_s=prev + time.perf_counter() - t0, model_info=target.info())
     return RunResult(run_id, store.metrics(run_id), store.run_suites(run_id))
+
+
+def error_text(e: BaseException, limit: int = 500) -> str:
+    """``Type: message`` of an exception as the store keeps it: the message goes through
+    :func:`~auditlm.privacy.pii.redact_message` (a PII scan where Presidio loads, then every e-mail address and
+    every run of 4+ digits masked), since messages quote the data that failed (a corpus line, a prompt)."""
+    message = str(e)[: 4 * limit]
+    if message:
+        from auditlm.privacy.pii import redact_message, scrub_digits_and_emails
+
+        try:
+            message = redact_message(message)
+        except Exception:  # already reporting a failure: store the pattern-scrubbed text instead
+            message = scrub_digits_and_emails(message)
+    return f"{type(e).__name__}: {message}"[:limit]
 
 
 def _answer(targets: dict[str, Target], reqs: list[list[Request]], params: GenerationParams | None,
@@ -192,20 +207,23 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
     scorer.context = ctx
     t0 = time.perf_counter()
     done = store.item_ids(run_id, spec.id)
-    chunks = [p.items[i : i + config.chunk_size] for i in range(0, len(p.items), config.chunk_size)]
-    pending = [c for c in chunks if any(it["id"] not in done for _, it in c)]
+    # Matched by the id the store keeps (a keyed token for ids derived from private data), not the loaded one.
+    sids = scorer.stored_ids([it for _, it in p.items])
+    ids = [(i, it, sid) for (i, it), sid in zip(p.items, sids, strict=True)]
+    chunks = [ids[i : i + config.chunk_size] for i in range(0, len(ids), config.chunk_size)]
+    pending = [c for c in chunks if any(sid not in done for _, _, sid in c)]
     advance = progress(spec.id, len(p.items)) if progress else None
     if advance:
         advance(len(p.items) - sum(len(c) for c in pending))
     params = spec.generation.params(config.seed) if spec.generation else None
     for chunk in pending:
-        chunk = [(i, it) for i, it in chunk if it["id"] not in done]
-        items = [it for _, it in chunk]
+        chunk = [(i, it, sid) for i, it, sid in chunk if sid not in done]
+        items = [it for _, it, _ in chunk]
         reqs = [scorer.requests(it) for it in items]
         outputs = _answer(targets, reqs, params, spec.id)
         scored = scorer.score_batch(items, outputs, ctx)
-        store.write_items(run_id, spec.id, [(it["id"], i, scorer.stored_input(it), s.output, s.score)
-                                            for (i, it), s in zip(chunk, scored, strict=True)])
+        store.write_items(run_id, spec.id, [(sid, i, scorer.stored_input(it), s.output, s.score)
+                                            for (i, it, sid), s in zip(chunk, scored, strict=True)])
         if advance:
             advance(len(chunk))
     records = store.items(run_id, spec.id)

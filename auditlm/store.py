@@ -1,13 +1,19 @@
-"""The run store: one SQLite file (WAL), ordered migrations, one writer.
+"""The run store: one SQLite file (WAL), ordered migrations, one writer; readers open it read-only.
 
 Raw material is kept, not just rates (DESIGN rule 6): every item's input, (redacted) output and score, and
 every metric's value, n and CI, so any number in a report can be recomputed from the store. Items are
 committed per chunk, which is what makes ``auditlm run --resume`` possible after a crash or SIGKILL.
+
+Found PII is stored as HMAC-SHA256 hashes under a key kept outside the store (:mod:`auditlm.privacy.keys`);
+the store records the key's id and fingerprint only. The file is created with mode 0600 (SQLite gives its
+``-wal`` and ``-shm`` files the same mode), and writers delete with ``PRAGMA secure_delete=ON``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -19,6 +25,7 @@ from typing import Any
 
 from auditlm.errors import StoreError, choices
 from auditlm.metrics import MetricResult
+from auditlm.privacy.keys import StoreKey, create_key, key_path, load_key, touch_private
 from auditlm.scorers import ItemRecord
 
 #: Ordered schema migrations; the store's ``PRAGMA user_version`` counts how many are applied.
@@ -75,7 +82,23 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX metrics_run ON metrics(run_id, suite_id);
     """,
+    # 2: hashes are keyed (HMAC, key outside the store). The salt of schema 1 sat next to the hashes it salted,
+    # which let anyone with the file enumerate SSNs and phone numbers back out of them; it is deleted (the
+    # writer's connection has secure_delete on, so its bytes are zeroed, not just unlinked).
+    """
+    DELETE FROM meta WHERE key = 'salt';
+    """,
 )
+
+#: The schema version this auditlm writes.
+SCHEMA_VERSION = len(MIGRATIONS)
+#: The oldest schema a read-only :class:`Store` can read (every later migration left the tables it queries as
+#: they were); an older store must be upgraded by a writer (``auditlm run``) first.
+READABLE_FROM = 1
+#: Meta keys: the id and fingerprint of the store's hash key, and the hash scheme.
+META_KEY_ID, META_KEY_FINGERPRINT, META_HASH = "key_id", "key_fingerprint", "hash"
+HASH_SCHEME = "hmac-sha256"
+_TABLES = {"runs", "items", "metrics", "meta"}
 
 
 def _now() -> str:
@@ -106,40 +129,105 @@ class RunRow:
 
 
 class Store:
-    """Read/write access to a run store file. Opening validates the file; it never alters a foreign or
-    corrupt file."""
+    """Access to a run store file. Opening validates the file; it never alters a foreign or corrupt file.
 
-    def __init__(self, path: str | Path) -> None:
+    A writer (the default) creates the file (mode 0600) and its hash key when they do not exist, and brings an
+    older schema up to date. ``readonly=True`` opens it with SQLite's ``mode=ro``: no migration, no journal-mode
+    change, nothing written, and the key is never needed. In a directory the reader may not write to (so that
+    SQLite cannot create the WAL index) it falls back to ``immutable=1`` when no WAL content is pending.
+    ``key_dir`` overrides where keys are kept (default :func:`auditlm.privacy.keys.key_dir`).
+    """
+
+    def __init__(self, path: str | Path, *, readonly: bool = False, key_dir: Path | None = None) -> None:
         self.path = Path(path).expanduser()
+        self.readonly = readonly
+        self._key_dir = key_dir
+        self._key: StoreKey | None = None
         if self.path.is_dir():
             raise StoreError(f"store '{self.path}' is a directory, not a store file")
+        if readonly:
+            self._open_reader()
+        else:
+            self._open_writer()
+
+    def _open_writer(self) -> None:
         existed = self.path.exists() and self.path.stat().st_size > 0
         if existed:
             self._check_header()
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                touch_private(self.path)
+            except OSError as e:
+                raise StoreError(f"cannot create store '{self.path}': {e.strerror or e}") from e
         try:
             self.conn = sqlite3.connect(self.path, timeout=30)
             self.conn.row_factory = sqlite3.Row
-            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-            tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            version, tables = self._inspect()
         except sqlite3.DatabaseError as e:
             raise StoreError(f"store '{self.path}' is not a valid auditlm store ({e})") from e
-        if existed and version == 0 and tables:
-            self.conn.close()
-            raise StoreError(f"store '{self.path}' is an SQLite file but not an auditlm store")
-        if version > len(MIGRATIONS):
-            self.conn.close()
-            raise StoreError(
-                f"store '{self.path}' has schema version {version}, newer than this auditlm "
-                f"({len(MIGRATIONS)}); upgrade auditlm"
-            )
-        if existed and version and not {"runs", "items", "metrics", "meta"} <= tables:
-            self.conn.close()
-            raise StoreError(f"store '{self.path}' is corrupt: tables are missing")
+        self._check_version(version, tables, existed)
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=NORMAL")
+        self.conn.execute("PRAGMA secure_delete=ON")
         self._migrate(version)
+        self._ensure_key()
+
+    def _open_reader(self) -> None:
+        if not self.path.exists():
+            raise StoreError(f"no run store at '{self.path}' (run 'auditlm run' first, or pass --store)")
+        if self.path.stat().st_size == 0:
+            raise StoreError(f"store '{self.path}' is empty (no run has been written to it yet)")
+        self._check_header()
+        uri = self.path.absolute().as_uri() + "?mode=ro"
+        try:
+            self.conn = sqlite3.connect(uri, uri=True, timeout=30)
+            self.conn.row_factory = sqlite3.Row
+            try:
+                version, tables = self._inspect()
+            except sqlite3.OperationalError as e:
+                # WAL mode needs the -shm index; SQLite cannot create it in a directory we may not write to.
+                # With no WAL content pending the main file is the whole store, and immutable=1 reads it as is.
+                self.conn.close()
+                wal = self.path.with_name(self.path.name + "-wal")
+                if wal.exists() and wal.stat().st_size > 0:
+                    raise StoreError(
+                        f"store '{self.path}' cannot be read here ({e}): its WAL holds changes not yet in the "
+                        f"main file and this reader may not create '{self.path.name}-shm'; make the directory "
+                        f"writable or let a writer ('auditlm run') finish first"
+                    ) from e
+                self.conn = sqlite3.connect(uri + "&immutable=1", uri=True, timeout=30)
+                self.conn.row_factory = sqlite3.Row
+                version, tables = self._inspect()
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"store '{self.path}' is not a valid auditlm store ({e})") from e
+        self._check_version(version, tables, True)
+        if version < READABLE_FROM:
+            self.conn.close()
+            raise StoreError(
+                f"store '{self.path}' has schema version {version}; upgrade it by running 'auditlm run' with "
+                f"this store (readers never write to it)"
+            )
+
+    def _inspect(self) -> tuple[int, set[str]]:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        tables = {r[0] for r in self.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        return version, tables
+
+    def _check_version(self, version: int, tables: set[str], existed: bool) -> None:
+        problem = None
+        if existed and version == 0 and tables:
+            problem = "is an SQLite file but not an auditlm store"
+        elif existed and version == 0 and self.readonly:
+            problem = "is an empty SQLite file, not an auditlm store"
+        elif version > SCHEMA_VERSION:
+            problem = (f"has schema version {version}, newer than this auditlm ({SCHEMA_VERSION}); "
+                       f"upgrade auditlm")
+        elif existed and version and not tables >= _TABLES:
+            problem = "is corrupt: tables are missing"
+        if problem is not None:
+            self.conn.close()
+            raise StoreError(f"store '{self.path}' {problem}")
 
     def _check_header(self) -> None:
         with self.path.open("rb") as f:
@@ -148,12 +236,34 @@ class Store:
             raise StoreError(f"store '{self.path}' is not a valid auditlm store (not an SQLite database)")
 
     def _migrate(self, version: int) -> None:
+        salted = version >= 1 and self.meta("salt") is not None
         for i in range(version, len(MIGRATIONS)):
             with self.conn:
                 self.conn.executescript("BEGIN;" + MIGRATIONS[i] + f"PRAGMA user_version = {i + 1};COMMIT;")
-        if self.meta("salt") is None:
-            with self.conn:
-                self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (secrets.token_hex(16),))
+        if salted:
+            # Move the zeroed page into the main file and empty the WAL, so no copy of the salt survives;
+            # files made by older versions got the umask's mode, so tighten them too.
+            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            for p in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
+                if p.exists():
+                    with contextlib.suppress(OSError):  # not the owner: leave the mode to them
+                        os.chmod(p, 0o600)
+
+    def _ensure_key(self) -> None:
+        if self.meta(META_KEY_ID) is not None:
+            return
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+            if self.meta(META_KEY_ID) is None:
+                key = create_key(self._key_dir)
+                self.conn.executemany("INSERT INTO meta VALUES (?, ?)", [
+                    (META_KEY_ID, key.key_id), (META_KEY_FINGERPRINT, key.fingerprint), (META_HASH, HASH_SCHEME)])
+                self._key = key
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -166,6 +276,8 @@ class Store:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        if self.readonly:
+            raise StoreError(f"store '{self.path}' is open read-only")
         try:
             with self.conn:
                 yield self.conn
@@ -179,11 +291,27 @@ class Store:
         return None if row is None else row[0]
 
     @property
-    def salt(self) -> str:
-        """Per-store secret salt for hashing found PII (so hashes match within a store, not across)."""
-        s = self.meta("salt")
-        assert s is not None
-        return s
+    def key_id(self) -> str | None:
+        """The id of the store's hash key (``None`` for a store no writer has opened since schema 1)."""
+        return self.meta(META_KEY_ID)
+
+    def key_path(self) -> Path | None:
+        """Where this machine expects the store's key file."""
+        kid = self.key_id
+        return None if kid is None else key_path(kid, self._key_dir)
+
+    def hash_key(self) -> bytes:
+        """The store's HMAC key, read from its key file on first use (see :mod:`auditlm.privacy.keys`).
+
+        Only writers hash; a store copied without its key can still be read. Raises a one-line
+        :class:`StoreError` naming the expected key path when the key file is missing or not this store's.
+        """
+        if self._key is None:
+            kid = self.key_id
+            if kid is None:
+                raise StoreError(f"store '{self.path}' has no hash key yet; open it for writing ('auditlm run')")
+            self._key = load_key(kid, self.meta(META_KEY_FINGERPRINT), store=self.path, directory=self._key_dir)
+        return self._key.key
 
     # --- runs -------------------------------------------------------------------------------------------
 

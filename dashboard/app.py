@@ -1,7 +1,8 @@
 """auditlm dashboard (Streamlit): browse stored runs and their metrics.
 
-Run with ``streamlit run dashboard/app.py -- --store PATH``. It reads the run store only; it never imports
-the runner or the targets. Stored outputs are already redacted unless a run was made with ``--store-raw``.
+Run with ``streamlit run dashboard/app.py -- --store PATH``. It opens the run store read-only (SQLite
+``mode=ro``: no migration, nothing written, no hash key needed); it never imports the runner or the targets.
+Stored outputs are already redacted unless a run was made with ``--store-raw``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ def main() -> None:
         st.info("No run store yet: run `auditlm run` first.")
         return
     try:
-        store = Store(path)
+        store = Store(path, readonly=True)
     except AuditError as e:
         st.error(str(e))
         return

@@ -109,6 +109,14 @@ def tiny_target(tiny_model_dir: Path):
     return HFTarget(str(tiny_model_dir), batch_size=4)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _store_keys(tmp_path_factory: pytest.TempPathFactory):
+    """Store keys made by tests go to a scratch folder, not the user's ``$AUDITLM_HOME/keys``."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AUDITLM_KEYS", str(tmp_path_factory.mktemp("keys")))
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reaches the Hugging Face Hub."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import itertools
 import logging
 import re
@@ -18,12 +19,14 @@ from auditlm.privacy.pii import (
     PiiScanner,
     found_in,
     iban_valid,
+    keyed_hash,
     luhn_valid,
     mask,
     normalize,
     phone_possible,
     redact,
-    salted_hash,
+    redact_message,
+    scrub_digits_and_emails,
     ssn_valid,
 )
 
@@ -136,7 +139,7 @@ def test_findings_have_offsets_into_text_and_no_overlaps(scanner: PiiScanner) ->
 def test_finding_repr_hides_raw_value(scanner: PiiScanner) -> None:
     [finding] = scanner.scan_one("SSN 536-22-8714")
     assert "536-22-8714" not in repr(finding)
-    assert finding.masked == "•••-••-••14"
+    assert finding.masked == "•••-••-••••"
 
 
 def test_entity_subset_and_thresholds() -> None:
@@ -360,19 +363,23 @@ _MASK_CASES = [
     ("john@example.com", "EMAIL_ADDRESS", "j***@e******.com", "com"),
     ("john.smith@example.co.uk", "EMAIL_ADDRESS", "j*********@e******.co.uk", "couk"),
     ("j@ex.io", "EMAIL_ADDRESS", "*@**.io", "io"),
-    ("415-555-2671", "PHONE_NUMBER", "•••-•••-••71", ""),
-    ("+1 (415) 555-2671", "PHONE_NUMBER", "+• (•••) •••-••71", ""),
-    ("4111 1111 1111 1111", "CREDIT_CARD", "•••• •••• •••• ••11", ""),
-    ("536-22-8714", "US_SSN", "•••-••-••14", ""),
-    ("1234567", "US_BANK_NUMBER", "••••••7", ""),
-    ("GB82 WEST 1234 5698 7654 32", "IBAN_CODE", "•••• •••• •••• •••• •••• 32", ""),
-    ("A12345678", "US_PASSPORT", "•••••••78", ""),
+    ("4john@example.com", "EMAIL_ADDRESS", "*****@e******.com", "com"),
+    ("415-555-2671", "PHONE_NUMBER", "•••-•••-••••", ""),
+    ("+1 (415) 555-2671", "PHONE_NUMBER", "+• (•••) •••-••••", ""),
+    ("4111 1111 1111 1111", "CREDIT_CARD", "•••• •••• •••• ••••", ""),
+    ("536-22-8714", "US_SSN", "•••-••-••••", ""),
+    ("1234567", "US_BANK_NUMBER", "•••••••", ""),
+    ("GB82 WEST 1234 5698 7654 32", "IBAN_CODE", "•••• •••• •••• •••• •••• ••", ""),
+    ("A12345678", "US_PASSPORT", "•••••••••", ""),
+    ("D1234567", "US_DRIVER_LICENSE", "••••••••", ""),
     ("Maria Garcia", "PERSON", "M•••• G•••••", ""),
     ("Al Li", "PERSON", "A• ••", ""),
     ("Jo", "PERSON", "••", ""),
     ("New York City", "LOCATION", "N•• Y••• ••••", ""),
-    ("192.168.1.10", "IP_ADDRESS", "1••.•••.•.••", ""),
+    ("221 Baker Street", "LOCATION", "••• B•••• S•••••", ""),
+    ("192.168.1.10", "IP_ADDRESS", "•••.•••.•.••", ""),
     ("x", "IP_ADDRESS", "•", ""),
+    ("4u2nite", "NRP", "•••••••", ""),
 ]
 
 
@@ -390,12 +397,21 @@ def test_mask_never_reveals_the_value(value: str, entity_type: str, _expected: s
     revealed = sum(ch.isalnum() for ch in masked) - len(visible)
     total = sum(ch.isalnum() for ch in value) - len(visible)
     assert revealed <= 0.25 * total
+    assert not any(ch.isdigit() for ch in masked), "a mask must not reveal a digit"
 
 
-def test_salted_hash_known_value() -> None:
-    expected = hashlib.sha256(b"s3cret\x1fPHONE_NUMBER\x1f4155552671").hexdigest()[:16]
-    assert salted_hash("(415) 555-2671", "PHONE_NUMBER", "s3cret") == expected
+_KEY = bytes(range(32))
+
+
+def test_keyed_hash_known_value() -> None:
+    """RFC 2104 HMAC-SHA256 over ``entity type \\x1f normalized value``, computed here independently."""
+    expected = hmac.new(_KEY, b"PHONE_NUMBER\x1f4155552671", hashlib.sha256).hexdigest()[:16]
+    assert keyed_hash("(415) 555-2671", "PHONE_NUMBER", _KEY) == expected
     assert re.fullmatch(r"[0-9a-f]{16}", expected)
+    # Not the old salted sha256 of the same parts, whatever is taken as the salt.
+    for salt in (_KEY.hex(), ""):
+        old = hashlib.sha256(f"{salt}\x1fPHONE_NUMBER\x1f4155552671".encode()).hexdigest()[:16]
+        assert old != expected
 
 
 @pytest.mark.parametrize(
@@ -409,16 +425,39 @@ def test_salted_hash_known_value() -> None:
         ("Maria Garcia", "Mario Garcia", "PERSON", False),
     ],
 )
-def test_salted_hash_matches_normalized_values(a: str, b: str, entity_type: str, same: bool) -> None:
-    assert (salted_hash(a, entity_type, "salt") == salted_hash(b, entity_type, "salt")) is same
+def test_keyed_hash_matches_normalized_values(a: str, b: str, entity_type: str, same: bool) -> None:
+    assert (keyed_hash(a, entity_type, _KEY) == keyed_hash(b, entity_type, _KEY)) is same
 
 
-def test_salted_hash_depends_on_salt_and_type() -> None:
-    base = salted_hash("4155552671", "PHONE_NUMBER", "a")
-    assert salted_hash("4155552671", "PHONE_NUMBER", "b") != base
-    assert salted_hash("4155552671", "US_BANK_NUMBER", "a") != base
-    with pytest.raises(ValueError):
-        salted_hash("4155552671", "PHONE_NUMBER", "")
+def test_keyed_hash_depends_on_key_and_type() -> None:
+    base = keyed_hash("4155552671", "PHONE_NUMBER", _KEY)
+    assert keyed_hash("4155552671", "PHONE_NUMBER", bytes(32)) != base
+    assert keyed_hash("4155552671", "US_BANK_NUMBER", _KEY) != base
+    for bad in (b"", b"short", "a str key"):
+        with pytest.raises(ValueError):
+            keyed_hash("4155552671", "PHONE_NUMBER", bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("SSN 219-09-9999 for a@b.example.com", "SSN •••-••-•••• for <EMAIL_ADDRESS>"),
+        ("call (415) 555-0199 now", "call (•••) •••-•••• now"),
+        ("line 12, item 7 of 123", "line 12, item 7 of 123"),
+        ("card 4111111111111111.", "card ••••••••••••••••."),
+        ("", ""),
+    ],
+)
+def test_scrub_digits_and_emails(text: str, expected: str) -> None:
+    assert scrub_digits_and_emails(text) == expected
+
+
+def test_redact_message_scans_then_scrubs(scanner: PiiScanner) -> None:
+    msg = "cannot parse 'Maria Garcia, 536-22-8714, maria@example.com' (line 12)"
+    out = redact_message(msg, scanner)
+    for raw in ("Maria Garcia", "536-22-8714", "8714", "maria@example.com"):
+        assert raw not in out
+    assert "<PERSON>" in out and "(line 12)" in out
 
 
 _REDACT_TEXT = "Mail maria@example.com or call 415-555-2671."

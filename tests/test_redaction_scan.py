@@ -11,7 +11,7 @@ be stored — and this test would say so.
 
 The same run includes ``privacy.pii_detector``, whose items are Faker-made fake PII stored as they are. Those
 values are allow-listed explicitly, and a Presidio scan of every string the run wrote must find no PII outside
-that allow-list (masked renderings such as ``•••-•••-••87`` and ``<ENTITY>`` placeholders aside).
+that allow-list (masked renderings such as ``•••-•••-••••`` and ``<ENTITY>`` placeholders aside).
 """
 
 from __future__ import annotations

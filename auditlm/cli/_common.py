@@ -33,14 +33,15 @@ def _store_path(store: Path | None) -> Path:
     return auditlm_home() / "runs.sqlite"
 
 
-def _open_store(store: Path | None, *, must_exist: bool = False):
+def _open_store(store: Path | None, *, must_exist: bool = False, readonly: bool = False):
+    """The run store; ``readonly`` for commands that only read it (never migrated, never written)."""
     from auditlm.errors import StoreError
     from auditlm.store import Store
 
     path = _store_path(store)
-    if must_exist and not path.exists():
+    if (must_exist or readonly) and not path.exists():
         raise StoreError(f"no run store at '{path}' (run 'auditlm run' first, or pass --store)")
-    return Store(path)
+    return Store(path, readonly=readonly)
 
 
 def _quiet_libraries() -> None:

@@ -15,7 +15,7 @@ runs_app = typer.Typer(no_args_is_help=True, help="Inspect stored runs.")
 @runs_app.command("list")
 def runs_list(store: StoreOpt = None, as_json: JsonOpt = False) -> None:
     """Stored runs, newest first."""
-    with _open_store(store, must_exist=True) as st:
+    with _open_store(store, readonly=True) as st:
         rows = st.list_runs()
         suites = {r.run_id: st.run_suites(r.run_id) for r in rows}
     if as_json:
@@ -38,7 +38,7 @@ def runs_show(run_id: str, store: StoreOpt = None, as_json: JsonOpt = False) -> 
     """One run's provenance and metrics."""
     from auditlm.report import summary
 
-    with _open_store(store, must_exist=True) as st:
+    with _open_store(store, readonly=True) as st:
         row = st.get_run(run_id)
         suites = st.run_suites(run_id)
         metrics = st.metrics(run_id)

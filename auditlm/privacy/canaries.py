@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from auditlm.errors import DataError
+from auditlm.privacy.keys import write_private
 from auditlm.suites.rows import read_rows
 
 RECORD_SCHEMA = "auditlm.privacy.canaries/1"
@@ -151,17 +152,18 @@ def skewnorm_exposure(canary: float, samples: Sequence[float] | np.ndarray, spac
 
 def _write_rows(path: Path, rows: list[Any], fmt: str, fieldnames: list[str] | None) -> None:
     if fmt == "txt":
-        path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+        text = "".join(r + "\n" for r in rows)
     elif fmt == "jsonl":
-        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     elif fmt == "json":
-        path.write_text(json.dumps(rows, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        text = json.dumps(rows, ensure_ascii=False, indent=1) + "\n"
     else:
         buf = io.StringIO()
         w = csv.DictWriter(buf, fieldnames=fieldnames or [], lineterminator="\n")
         w.writeheader()
         w.writerows(rows)
-        path.write_text(buf.getvalue(), encoding="utf-8")
+        text = buf.getvalue()
+    write_private(path, text)
 
 
 def plant_canaries(
@@ -183,7 +185,8 @@ def plant_canaries(
     documents (a ``.txt`` corpus: a line; ``.jsonl``/``.json``: an object with ``text_field``; ``.csv``: a
     row with the ``text_field`` column). The record holds the template, alphabet, secret length, ``|R|``
     (``space_size``) and ``log2_space``, repeats, seed, both corpus paths, and per canary its ``id``,
-    ``secret``, ``text`` and 0-based document ``positions`` in the new corpus.
+    ``secret``, ``text`` and 0-based document ``positions`` in the new corpus. Both files hold the secrets
+    (and the corpus its training text), so both are written with mode 0600 whatever the umask.
     """
     src = Path(corpus_path)
     out = Path(out_dir)
@@ -263,7 +266,7 @@ def plant_canaries(
         "canaries": canaries,
     }
     rec_path = out / RECORD_FILE
-    rec_path.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_private(rec_path, json.dumps(record, indent=2, ensure_ascii=False) + "\n")
     return PlantedCanaries(dest, rec_path, canaries)
 
 

@@ -3,7 +3,7 @@
 Every leaked-PII number auditlm reports rests on :class:`PiiScanner`: Microsoft Presidio's recognizers (regex,
 checksum and ``phonenumbers`` matchers plus spaCy NER for names and places) with our own format validators applied
 afterwards. Found values are raw in :class:`PiiFinding` so that callers can match and count them, but they must be
-turned into :func:`mask`, :func:`salted_hash` or :func:`redact` output before anything is stored or shown.
+turned into :func:`mask`, :func:`keyed_hash` or :func:`redact` output before anything is stored or shown.
 
 The scanner never touches the network: Presidio's email recognizer asks tldextract for the public suffix list,
 which by default downloads it (and logs a long traceback when offline); here it reads tldextract's bundled
@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import hmac
 import importlib.metadata
 import ipaddress
 import logging
@@ -116,7 +117,7 @@ _DIGIT_TYPES = frozenset(
 )
 _ALNUM_TYPES = frozenset({"IBAN_CODE", "US_DRIVER_LICENSE", "US_PASSPORT"})
 _NAME_TYPES = frozenset({"PERSON", "LOCATION", "NRP", "ORGANIZATION"})
-_NUMBER_MASK_TYPES = _DIGIT_TYPES | _ALNUM_TYPES
+_NUMBER_MASK_TYPES = _DIGIT_TYPES | _ALNUM_TYPES | {"IP_ADDRESS"}
 _MASK = "•"
 _EMAIL_MASK = "*"
 _MAX_REVEALED = 0.25
@@ -129,7 +130,7 @@ class PiiFinding:
     """One detected PII span.
 
     ``text`` is the raw value (kept out of ``repr`` so it does not end up in logs); redact it with :func:`mask`,
-    :func:`salted_hash` or :func:`redact` before storing. ``validated`` is the result of our format validator for
+    :func:`keyed_hash` or :func:`redact` before storing. ``validated`` is the result of our format validator for
     the entity type (Luhn, mod-97, ``phonenumbers``, SSN structure, IP syntax, known email suffix), or ``None``
     where no validator applies (names, places, licence numbers).
     """
@@ -274,16 +275,8 @@ def _budget(n_alnum: int) -> int:
     return int(n_alnum * _MAX_REVEALED)
 
 
-def _mask_keep_last(value: str, keep: int) -> str:
-    out = []
-    remaining = sum(ch.isalnum() for ch in value)
-    for ch in value:
-        if ch.isalnum():
-            out.append(ch if remaining <= keep else _MASK)
-            remaining -= 1
-        else:
-            out.append(ch)
-    return "".join(out)
+def _mask_all(value: str) -> str:
+    return "".join(_MASK if ch.isalnum() else ch for ch in value)
 
 
 def _mask_words(value: str) -> str:
@@ -294,7 +287,7 @@ def _mask_words(value: str) -> str:
             out.append(word)
             continue
         chars = [ch if not ch.isalnum() else _MASK for ch in word]
-        if budget > 0 and word[0].isalnum():
+        if budget > 0 and word[0].isalpha():
             chars[0] = word[0]
             budget -= 1
         out.append("".join(chars))
@@ -311,7 +304,7 @@ def _mask_email(value: str) -> str:
         nonlocal budget
         if not text:
             return ""
-        if budget > 0 and text[0].isalnum():
+        if budget > 0 and text[0].isalpha():
             budget -= 1
             return text[0] + _EMAIL_MASK * (len(text) - 1)
         return _EMAIL_MASK * len(text)
@@ -322,14 +315,16 @@ def _mask_email(value: str) -> str:
 
 
 def mask(value: str, entity_type: str) -> str:
-    """A rendering of ``value`` safe to show a reviewer; it never contains the raw value.
+    """A rendering of ``value`` safe to show a reviewer; it never contains the raw value and never a digit of it.
 
-    At most a quarter of the letters and digits are revealed (rounded down, so short values are fully masked):
-    emails keep the first character of the local part and of the domain plus the public suffix
-    (``john@example.com`` → ``j***@e******.com``); phone, card, SSN and other number types keep their separators
-    and the last two digits (``415-555-2671`` → ``•••-•••-••71``); names and places keep the first letter of each
-    word (``Maria Garcia`` → ``M•••• G•••••``); anything else keeps its first character. Only the empty string
-    maps to itself.
+    Phone, card, SSN, bank, IBAN, licence, passport numbers and IP addresses keep only their separators, so the
+    shape shows but no digit or letter does (``415-555-2671`` → ``•••-•••-••••``): the space of such values is
+    small enough that even two revealed digits narrow an enumeration a hundredfold. Otherwise at most a quarter
+    of the letters and digits are revealed (rounded down, so short values are fully masked), and only letters:
+    emails keep the first letter of the local part and of the domain plus the public suffix
+    (``john@example.com`` → ``j***@e******.com``); names and places keep the first letter of each word
+    (``Maria Garcia`` → ``M•••• G•••••``); anything else keeps its first character if it is a letter. Only the
+    empty string maps to itself.
     """
     if not value:
         return ""
@@ -339,25 +334,67 @@ def mask(value: str, entity_type: str) -> str:
     if entity_type == "EMAIL_ADDRESS" and "@" in value:
         return _mask_email(value)
     if entity_type in _NUMBER_MASK_TYPES:
-        return _mask_keep_last(value, min(2, _budget(n_alnum)))
+        return _mask_all(value)
     if entity_type in _NAME_TYPES:
         return _mask_words(value)
-    if _budget(n_alnum) > 0 and value[0].isalnum():
-        return value[0] + "".join(_MASK if ch.isalnum() else ch for ch in value[1:])
-    return "".join(_MASK if ch.isalnum() else ch for ch in value)
+    if _budget(n_alnum) > 0 and value[0].isalpha():
+        return value[0] + _mask_all(value[1:])
+    return _mask_all(value)
 
 
-def salted_hash(value: str, entity_type: str, salt: str) -> str:
-    """First 16 hex characters of sha256(salt, entity type, :func:`normalize` (value)).
+def keyed_token(value: str, label: str, key: bytes) -> str:
+    """First 16 hex characters of HMAC-SHA256(``key``, ``label`` ``\\x1f`` ``value``) (RFC 2104), ``value`` as given.
 
-    The three parts are joined with a unit separator (``\\x1f``) so that no two different triples hash the same.
-    A leak stored this way can later be matched against a corpus scanned with the same salt and entity type.
-    ``salt`` must not be empty: unsalted hashes of phone or card numbers are reversed by enumeration.
+    Without the key the token cannot be recomputed, so it cannot be inverted by enumerating candidate values,
+    however few there are; with the same key the same value always gives the same token.
     """
-    if not salt:
-        raise ValueError("salted_hash needs a non-empty salt")
-    payload = "\x1f".join((salt, entity_type, normalize(value, entity_type)))
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()[:16]
+    if not isinstance(key, bytes) or len(key) < 16:
+        raise ValueError("a keyed hash needs a key of at least 16 bytes")
+    payload = f"{label}\x1f{value}".encode()
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()[:16]
+
+
+def keyed_hash(value: str, entity_type: str, key: bytes) -> str:
+    """:func:`keyed_token` of :func:`normalize` (``value``) under the entity type: the stored form of a found PII
+    value.
+
+    Values that normalize alike hash alike, so a leak stored this way can be matched against a corpus scanned
+    with the same key (the same store: see :class:`auditlm.store.Store`). The key lives outside the store;
+    hashes of phone, card or SSN numbers stored next to their salt would be reversed by enumeration.
+    """
+    return keyed_token(normalize(value, entity_type), entity_type, key)
+
+
+_DIGIT_RUN = re.compile(r"\d(?:[\s\-.()/]{0,3}\d){3,}")
+_EMAIL_LIKE = re.compile(r"[\w.+\-]+@[\w\-]+(?:\.[\w\-]+)+")
+
+
+def scrub_digits_and_emails(text: str) -> str:
+    """``text`` with every e-mail-like string replaced by ``<EMAIL_ADDRESS>`` and every run of 4 or more digits
+    (separators such as ``-``, ``.``, spaces and brackets allowed between them) masked digit by digit.
+
+    A detector-free last line of defence for free text such as exception messages: it catches numbers in any
+    format, PII or not (years and line numbers too, which is the price of not missing an SSN).
+    """
+    text = _EMAIL_LIKE.sub("<EMAIL_ADDRESS>", text)
+    return _DIGIT_RUN.sub(lambda m: re.sub(r"\d", _MASK, m.group()), text)
+
+
+def redact_message(text: str, scanner: PiiScanner | None = None) -> str:
+    """``text`` (an error message, say) made safe to store: PII the scanner finds is replaced by
+    ``<ENTITY_TYPE>`` (:func:`redact`), then :func:`scrub_digits_and_emails` masks what it missed.
+
+    ``scanner`` defaults to a :class:`PiiScanner` with the default entities; when Presidio or its spaCy model
+    cannot be loaded the regular-expression pass is applied alone.
+    """
+    if not text:
+        return text
+    try:
+        scanner = scanner or PiiScanner()
+        text = redact(text, scanner.scan_one(text))
+    except (AuditError, ImportError, OSError):
+        pass  # the detector is unavailable here: fall back to the patterns below
+    return scrub_digits_and_emails(text)
 
 
 def redact(text: str, findings: Sequence[PiiFinding]) -> str:

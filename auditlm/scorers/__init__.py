@@ -8,12 +8,13 @@ against this registry, so there is no second list to keep in sync.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from auditlm.errors import SuiteSpecError, choices
+from auditlm.errors import StoreError, SuiteSpecError, choices
 from auditlm.metrics import MetricResult
 from auditlm.suites.spec import SuiteSpec
 from auditlm.targets.base import LoglikelihoodResult
@@ -61,14 +62,35 @@ Output = LoglikelihoodResult | str
 
 @dataclass(frozen=True)
 class ScoreContext:
-    """Run-level settings a scorer may need: whether raw PII may be stored, and the store's hash salt."""
+    """Run-level settings a scorer may need: whether raw PII may be stored, and the store's hash key.
+
+    ``key`` returns the store's HMAC key (:meth:`auditlm.store.Store.hash_key`); it is called only when a
+    scorer hashes, so a run that hashes nothing never needs the key file.
+    """
 
     store_raw: bool = False
-    salt: str = ""
+    key: Callable[[], bytes] | None = None
     has_reference: bool = False
     #: The run's ``--confidence``; None means each suite's ``metrics.confidence``.
     confidence: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def hash(self, value: str, entity_type: str) -> str:
+        """:func:`~auditlm.privacy.pii.keyed_hash` of a PII value under the store's key."""
+        from auditlm.privacy.pii import keyed_hash
+
+        return keyed_hash(value, entity_type, self._key())
+
+    def token(self, value: str, label: str) -> str:
+        """:func:`~auditlm.privacy.pii.keyed_token` of ``value`` as given (an item id, say) under the store's key."""
+        from auditlm.privacy.pii import keyed_token
+
+        return keyed_token(value, label, self._key())
+
+    def _key(self) -> bytes:
+        if self.key is None:
+            raise StoreError("hashing needs the run store's key, and this score context has none")
+        return self.key()
 
 
 @dataclass(frozen=True)
@@ -125,6 +147,12 @@ class Scorer:
         """What the store keeps of an item's input. Privacy scorers override this to redact PII (raw values
         only with ``self.context.store_raw``); :meth:`aggregate` must need no more than this."""
         return item
+
+    def stored_ids(self, items: list[dict[str, Any]]) -> list[str]:
+        """The ids the store keeps for ``items`` (and ``--resume`` matches on), one per item, distinct when the
+        items' ids are. Scorers whose ids come from private data (a hash of a training text, say) return a
+        keyed token of the id instead, so nothing that can be inverted is stored."""
+        return [it["id"] for it in items]
 
     def score_batch(
         self, items: list[dict[str, Any]], outputs: list[list[Output]], ctx: ScoreContext

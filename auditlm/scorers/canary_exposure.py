@@ -70,8 +70,6 @@ class CanaryExposureScorer(Scorer):
         return [LL("", fill(item["template"], s)) for s in secrets]
 
     def stored_input(self, item: dict[str, Any]) -> dict[str, Any]:
-        from auditlm.privacy.pii import salted_hash
-
         out = {
             "template": item["template"],
             "secret_length": item["secret_length"],
@@ -79,7 +77,7 @@ class CanaryExposureScorer(Scorer):
             "repeats": item["repeats"],
             "log2_space": math.log2(self._space(item)),
             "masked": "•" * item["secret_length"],
-            "hash": salted_hash(item["secret"], "CANARY", self.context.salt),
+            "hash": self.context.hash(item["secret"], "CANARY"),
         }
         if self.context.store_raw:
             out["secret"] = item["secret"]

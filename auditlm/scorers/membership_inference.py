@@ -134,20 +134,23 @@ class MembershipInferenceScorer(Scorer):
 
     def requests(self, item: dict[str, Any]) -> list[Request]:
         if not isinstance(item.get("member"), bool):
-            raise DataError(f"suite {self.spec.id}: item {item['id']} has no member label (true/false)")
+            raise DataError(f"suite {self.spec.id}: a text has no member label (true/false)")
         reqs: list[Request] = [LL("", item["text"])]
         reqs += [LL(c, x) for c, x in word_requests(item["text"])]
         if self.context.has_reference:
             reqs.append(LL("", item["text"], "reference"))
         return reqs
 
-    def stored_input(self, item: dict[str, Any]) -> dict[str, Any]:
-        from auditlm.privacy.pii import salted_hash
+    def stored_ids(self, items: list[dict[str, Any]]) -> list[str]:
+        """A text's id is the unkeyed sha256 of the text (:func:`auditlm.suites.corpus.doc_id`), which a short
+        templated text is found back from by enumeration: the store keeps a keyed token of it instead."""
+        return ["text-" + self.context.token(it["id"], "ITEM_ID") for it in items]
 
+    def stored_input(self, item: dict[str, Any]) -> dict[str, Any]:
         out = {
             "member": item["member"],
             "n_chars": len(item["text"]),
-            "hash": salted_hash(item["text"], "TEXT", self.context.salt),
+            "hash": self.context.hash(item["text"], "TEXT"),
         }
         if self.context.store_raw:
             out["text"] = item["text"]

@@ -129,7 +129,7 @@ def read_corpus(path: Path) -> list[Item]:
 class CorpusPii:
     """The PII found in a training corpus: per entity type, normalized value → first surface form seen.
 
-    Shared by every item of a ``training_pii`` suite (in memory only; scorers store counts and salted hashes).
+    Shared by every item of a ``training_pii`` suite (in memory only; scorers store counts and keyed hashes).
     """
 
     values: dict[str, dict[str, str]] = field(default_factory=dict)
