@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from auditlm.errors import SuiteSpecError, choices
 from auditlm.metrics import MetricResult
+from auditlm.suites.provenance import DataRecord
 from auditlm.suites.spec import SuiteSpec
 from auditlm.targets.base import LoglikelihoodResult
 
@@ -134,6 +135,11 @@ class Scorer:
 
     def check(self) -> None:
         """Extra validation of the suite against this scorer (called by the loader's contract test)."""
+
+    def resources(self) -> list[DataRecord]:
+        """Files the scorer itself reads that shape its scores (e.g. a lexicon), recorded with the run next to
+        the suite's data files; none by default. Called after :meth:`check`."""
+        return []
 
 
 def register_scorer(kind: str):
