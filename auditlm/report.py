@@ -3,7 +3,8 @@
 JSON summary schema ``auditlm.run/1`` (stable; additions only within a major version)::
 
     {"schema": "auditlm.run/1", "run_id": str, "model": str, "status": str,
-     "model_info": {...}, "suites": [{"id", "version", "status", "n_items", "detail"}],
+     "model_info": {...}, "suites": [{"id", "version", "status", "n_items", "detail", "digest",
+                                      "data_files": [{"source", "path", "size", "sha256"}] | null}],
      "metrics": [{"suite", "metric", "group", "group_field", "value", "ci_low", "ci_high", "n", "extra"}],
      "gates": [{"expr", "passed", "value"}]}
 
@@ -115,7 +116,7 @@ def summary(run: Any, suites: list[dict[str, Any]], metrics: list[MetricResult],
         "model_info": run.model_info,
         "suites": [
             {"id": s["suite_id"], "version": s["suite_version"], "status": s["status"], "n_items": s["n_items"],
-             "detail": s["detail"]}
+             "detail": s["detail"], "digest": s.get("suite_digest"), "data_files": s.get("data_files")}
             for s in suites
         ],
         "metrics": [

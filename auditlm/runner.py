@@ -20,8 +20,9 @@ from auditlm.errors import StoreError, SuiteSpecError, TargetError
 from auditlm.metrics import MetricResult, stable_seed, stratified_subset
 from auditlm.scorers import LL, Gen, Output, Request, ScoreContext, get_scorer
 from auditlm.store import Store, new_run_id
-from auditlm.suites.datasets import load_items
+from auditlm.suites.datasets import read_suite_data
 from auditlm.suites.loader import LoadedSuite
+from auditlm.suites.provenance import DataRecord, combined_digest, first_change
 from auditlm.targets.base import GenerationParams, Target
 
 #: ``progress(description, total)`` returns ``advance(k)``.
@@ -64,11 +65,19 @@ class RunConfig:
 
 @dataclass
 class PreparedSuite:
-    """A suite with its selected items (after ``--limit``)."""
+    """A suite with its selected items (after ``--limit``) and what they were read from (``data``: the probe
+    file first, then every data file, Hub split or generated set, :class:`DataRecord`)."""
 
     suite: LoadedSuite
     items: list[tuple[int, dict[str, Any]]]
     total: int
+    data: list[DataRecord] = field(default_factory=list)
+
+    @property
+    def digest(self) -> str:
+        """The digest stored with the run: over the probe file and every data record (the probe file's own
+        digest when no records were taken)."""
+        return combined_digest(self.data) if self.data else self.suite.digest
 
 
 @dataclass
@@ -78,14 +87,24 @@ class RunResult:
     suites: list[dict[str, Any]]
 
 
-def git_hash() -> str | None:
-    """The commit auditlm runs from, when it runs from a git checkout."""
-    here = Path(__file__).resolve().parent
+def _git(args: list[str], cwd: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_hash(where: Path | None = None) -> str | None:
+    """The commit auditlm runs from (``where``: the package directory), when it runs from a git checkout;
+    ``-dirty`` is appended when tracked files have uncommitted changes (or their state cannot be read), since
+    the commit alone then does not say which code produced a run."""
+    here = where or Path(__file__).resolve().parent
+    head = _git(["rev-parse", "HEAD"], here)
+    if not head:
+        return None
+    status = _git(["status", "--porcelain", "--untracked-files=no"], here)
+    return head + ("-dirty" if status is None or status else "")
 
 
 def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None) -> list[PreparedSuite]:
@@ -96,7 +115,8 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
         scorer.check()
         if scorer.needs_reference and config.reference_model is None:
             raise TargetError(f"suite {s.spec.id} needs --reference-model (a base model to compare against)")
-        items = load_items(s.spec, data_dir, inputs=config.inputs, seed=config.seed)
+        data = read_suite_data(s.spec, data_dir, inputs=config.inputs, seed=config.seed)
+        items = data.items
         scorer.check_items(items)
         indexed = list(enumerate(items))
         if config.limit is not None and config.limit < len(items):
@@ -104,7 +124,7 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
             groups = ["|".join(str(it[f]) for f in gf) for it in items] if gf else None
             keep = stratified_subset([it["id"] for it in items], groups, config.limit, config.seed)
             indexed = [indexed[i] for i in keep]
-        out.append(PreparedSuite(s, indexed, len(items)))
+        out.append(PreparedSuite(s, indexed, len(items), [s.record(), *data.records, *scorer.resources()]))
     return out
 
 
@@ -117,8 +137,9 @@ def start_run(store: Store, target: Target, prepared: list[PreparedSuite], confi
     store.create_run(run_id=run_id, model=config.model, model_info=target.info(), config=config.to_dict(),
                      seed=config.seed, auditlm_version=__version__, git_hash=git_hash())
     for pos, p in enumerate(prepared):
-        store.upsert_suite(run_id, p.suite.spec.id, version=p.suite.spec.version, digest=p.suite.digest,
-                           position=pos, n_items=len(p.items), status="pending")
+        store.upsert_suite(run_id, p.suite.spec.id, version=p.suite.spec.version, digest=p.digest,
+                           position=pos, n_items=len(p.items), status="pending",
+                           data_files=[r.to_dict() for r in p.data])
     for k, (sid, why) in enumerate(sorted((skipped or {}).items())):
         store.upsert_suite(run_id, sid, version="-", digest="-", position=len(prepared) + k, n_items=0,
                            status="skipped", detail=why)
@@ -126,17 +147,30 @@ def start_run(store: Store, target: Target, prepared: list[PreparedSuite], confi
 
 
 def check_resumable(store: Store, run_id: str, prepared: list[PreparedSuite]) -> None:
-    """A run can only be resumed with the same suite versions."""
+    """A run can only be resumed with the same suite versions, probe files and data: a changed, added or
+    removed file is a one-line :class:`StoreError` naming it (the stored items came from the old bytes).
+    Reads the store only."""
     stored = {s["suite_id"]: s for s in store.run_suites(run_id)}
     for p in prepared:
-        s = stored.get(p.suite.spec.id)
+        sid = p.suite.spec.id
+        s = stored.get(sid)
         if s is None:
-            raise StoreError(f"run {run_id} has no suite {p.suite.spec.id}")
+            raise StoreError(f"run {run_id} has no suite {sid}")
         if s["suite_version"] != p.suite.spec.version:
             raise StoreError(
-                f"cannot resume run {run_id}: suite {p.suite.spec.id} is now version {p.suite.spec.version}, "
+                f"cannot resume run {run_id}: suite {sid} is now version {p.suite.spec.version}, "
                 f"the run used {s['suite_version']}"
             )
+        if s.get("data_files") is not None:
+            change = first_change([DataRecord.from_dict(r) for r in s["data_files"]], p.data)
+            if change is None and s["suite_digest"] != p.digest:
+                change = f"its data (digest {s['suite_digest']} then, {p.digest} now)"
+        elif s["suite_digest"] != p.suite.digest:  # a run stored before data files were recorded
+            change = f"{p.suite.record().describe()} changed"
+        else:
+            change = None
+        if change is not None:
+            raise StoreError(f"cannot resume run {run_id}: suite {sid}: {change}; start a new run")
 
 
 def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSuite], config: RunConfig,
@@ -230,5 +264,5 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
     metrics = scorer.aggregate(records, seed=config.seed) if records else []
     store.replace_metrics(run_id, spec.id, metrics)
     prev = next((s["duration_s"] for s in store.run_suites(run_id) if s["suite_id"] == spec.id), None) or 0.0
-    store.upsert_suite(run_id, spec.id, version=spec.version, digest=p.suite.digest, position=pos,
+    store.upsert_suite(run_id, spec.id, version=spec.version, digest=p.digest, position=pos,
                        n_items=len(p.items), status="complete", duration_s=prev + time.perf_counter() - t0)

@@ -88,6 +88,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     DELETE FROM meta WHERE key = 'salt';
     """,
+    # 3: what each suite's items were read from — a JSON list of {source, path, size, sha256}
+    # (auditlm.suites.provenance.DataRecord); suite_digest is now taken over them. NULL for older runs.
+    """
+    ALTER TABLE run_suites ADD COLUMN data_files TEXT;
+    """,
 )
 
 #: The schema version this auditlm writes.
@@ -349,18 +354,33 @@ class Store:
     # --- suites -----------------------------------------------------------------------------------------
 
     def upsert_suite(self, run_id: str, suite_id: str, *, version: str, digest: str, position: int,
-                     n_items: int, status: str, detail: str | None = None, duration_s: float | None = None) -> None:
+                     n_items: int, status: str, detail: str | None = None, duration_s: float | None = None,
+                     data_files: list[dict[str, Any]] | None = None) -> None:
+        """Insert a run's suite, or update its status, counts and timing; version, digest and ``data_files``
+        (what its items were read from) are kept as first written."""
         with self._tx() as c:
             c.execute(
-                "INSERT INTO run_suites VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(run_id, suite_id) DO UPDATE SET"
+                "INSERT INTO run_suites (run_id, suite_id, suite_version, suite_digest, position, n_items, status,"
+                " duration_s, detail, data_files) VALUES (?,?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(run_id, suite_id) DO UPDATE SET"
                 " n_items=excluded.n_items, status=excluded.status, detail=excluded.detail,"
                 " duration_s=COALESCE(excluded.duration_s, duration_s)",
-                (run_id, suite_id, version, digest, position, n_items, status, duration_s, detail),
+                (run_id, suite_id, version, digest, position, n_items, status, duration_s, detail,
+                 json.dumps(data_files) if data_files is not None else None),
             )
 
     def run_suites(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's suites in order; ``data_files`` is the decoded list (``None`` for runs stored before it)."""
         rows = self.conn.execute("SELECT * FROM run_suites WHERE run_id=? ORDER BY position", (run_id,))
-        return [dict(r) for r in rows]
+        out = []
+        for r in rows:
+            d = dict(r)
+            try:
+                d["data_files"] = json.loads(d["data_files"]) if d.get("data_files") else None
+            except json.JSONDecodeError as e:
+                raise StoreError(f"store '{self.path}' is corrupt: data_files of {d['suite_id']} ({e})") from e
+            out.append(d)
+        return out
 
     # --- items ------------------------------------------------------------------------------------------
 

@@ -56,8 +56,11 @@ def test_user_suite_runs_and_runs_commands(capsys, user_probes: Path, tiny_model
                    "--store", store], capsys)
     second = _json(["run", "--model", str(tiny_model_dir), "--probes", str(user_probes), "--suite", "bias.my_pairs",
                     "--store", store, "--seed", "1"], capsys)
-    assert first["suites"] == [{"id": "bias.my_pairs", "version": "0.1", "status": "complete", "n_items": 3,
-                                "detail": None}]
+    (suite,) = first["suites"]
+    assert {k: suite[k] for k in ("id", "version", "status", "n_items", "detail")} == {
+        "id": "bias.my_pairs", "version": "0.1", "status": "complete", "n_items": 3, "detail": None}
+    assert [f["source"] for f in suite["data_files"]] == ["suite", "inline"]
+    assert suite["data_files"][0]["path"] == str(user_probes / "my_pairs.yaml") and len(suite["digest"]) == 16
     overall = next(m for m in first["metrics"] if m["metric"] == "pct_stereotype" and m["group"] is None)
     assert overall["n"] == 3 and overall["value"] in (0.0, 1 / 3, 2 / 3, 1.0)
     # same data and model, another seed: same values (seed only moves CIs/subsets)

@@ -44,15 +44,9 @@ def suite(name: str) -> LoadedSuite:
 def prepare(
     s: LoadedSuite, inputs: dict[str, str], **cfg
 ) -> tuple[runner.RunConfig, list[runner.PreparedSuite]]:
-    """Prepare a suite whose data path is a run input. Uses the runner's placeholder wiring when present;
-    otherwise fills the placeholder into the spec first (the same items, read by the same reader)."""
+    """Prepare a suite whose data path is a run input (``{corpus}`` …), through the runner as the CLI does."""
     config = runner.RunConfig(model="m", suites=[s.spec.id], inputs=inputs, **cfg)
-    try:
-        return config, runner.prepare([s], config, None)
-    except DataError:
-        path = (s.spec.data.path or "").format(**inputs)
-        spec = s.spec.model_copy(update={"data": s.spec.data.model_copy(update={"path": path})})
-        return config, runner.prepare([LoadedSuite(spec, s.path, s.digest)], config, None)
+    return config, runner.prepare([s], config, None)
 
 
 def run(store: Store, target, prepared, config, reference=None):

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import auditlm.suites.corpus  # noqa: F401  (registers the corpus readers)
 from auditlm import runner
-from auditlm.errors import DataError
 from auditlm.mitigate.finetune import RECORD_FILE, finetune
 from auditlm.privacy.canaries import plant_canaries
 from auditlm.scorers.training_data_leakage import DEFAULT_PROMPTS
@@ -55,20 +54,14 @@ def _notes(n: int, seed: int) -> list[str]:
 
 
 def _prepare(name: str, inputs: dict[str, str], **data) -> runner.PreparedSuite:
-    """Prepare a shipped suite with its run inputs; fills the placeholder into the spec when the runner does
-    not (yet) resolve run inputs itself."""
+    """Prepare a shipped suite with its run inputs, through the runner as the CLI does."""
     config = runner.RunConfig(model="tiny", suites=[f"privacy.{name}"], seed=5, inputs=inputs)
     s = load_file(PROBES / f"{name}{SUFFIX}")
     if data:
         s = LoadedSuite(
             s.spec.model_copy(update={"data": s.spec.data.model_copy(update=data)}), s.path, s.digest
         )
-    try:
-        return runner.prepare([s], config, None)[0]
-    except DataError:
-        path = (s.spec.data.path or "").format(**inputs)
-        spec = s.spec.model_copy(update={"data": s.spec.data.model_copy(update={"path": path})})
-        return runner.prepare([LoadedSuite(spec, s.path, s.digest)], config, None)[0]
+    return runner.prepare([s], config, None)[0]
 
 
 def _metrics(store: Store, model_dir: Path, prepared, config) -> dict[tuple[str, str, str | None], object]:

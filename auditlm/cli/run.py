@@ -46,8 +46,9 @@ def run(
     store_raw: Annotated[bool, typer.Option("--store-raw", help="Store PII found in outputs unredacted.")] = False,
     reference_model: Annotated[str | None, typer.Option("--reference-model", help="Base model that privacy "
                                                         "attacks compare against.")] = None,
-    corpus: Annotated[str | None, typer.Option("--corpus", help="Training corpus (text/JSONL/CSV file or "
-                                               "Hugging Face dataset id) for privacy suites.")] = None,
+    corpus: Annotated[str | None, typer.Option("--corpus", help="Training corpus for privacy suites: a "
+                                               "text/JSONL/CSV file, or hf:ORG/NAME for a Hugging Face "
+                                               "dataset.")] = None,
     non_members: Annotated[str | None, typer.Option("--non-members", help="Texts known NOT to be in the "
                                                     "training data (membership inference).")] = None,
     canaries: Annotated[str | None, typer.Option("--canaries", help="Canary record written by "
@@ -108,6 +109,8 @@ def run(
         cfg.suites = [s.spec.id for s in chosen]
         gates = [parse_gate(e, cfg.suites) for e in (fail_on or [])]
         prepared = runner.prepare(chosen, cfg, ddir)
+        if resume is not None:
+            runner.check_resumable(st, resume, prepared)  # before the model loads: a refusal costs nothing
         _quiet_libraries()
         t0 = time.perf_counter()
         with err.status(f"loading model {cfg.model} …"):
@@ -120,7 +123,6 @@ def run(
                 reference = resolve(cfg.reference_model, device=cfg.device, dtype=cfg.dtype,
                                     batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
         if resume is not None:
-            runner.check_resumable(st, resume, prepared)
             run_id = resume
             err.print(f"resuming run [bold]{run_id}[/] (store {st.path})")
         else:

@@ -53,7 +53,9 @@ def runs_show(run_id: str, store: StoreOpt = None, as_json: JsonOpt = False) -> 
               f"duration={row.duration_s or 0:.1f}s" + (f"  error={row.error}" if row.error else ""))
     for s in suites:
         out.print(f"  {s['suite_id']} v{s['suite_version']}: {s['status']}, {s['n_items']} items"
-                  + (f" ({s['detail']})" if s["detail"] else ""))
+                  + (f" ({s['detail']})" if s["detail"] else "") + f"  digest={s['suite_digest']}")
+        for f in s.get("data_files") or []:
+            out.print(f"    {f['source']} {f['path']}  size {f['size']} · sha256 {f['sha256'][:16]}…", highlight=False)
     _print_table(f"run {row.run_id} · {row.model}", metrics, [])
 
 

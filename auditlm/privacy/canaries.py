@@ -32,6 +32,7 @@ import numpy as np
 
 from auditlm.errors import DataError
 from auditlm.privacy.keys import write_private
+from auditlm.suites.provenance import FilesRead
 from auditlm.suites.rows import read_rows
 
 RECORD_SCHEMA = "auditlm.privacy.canaries/1"
@@ -270,7 +271,7 @@ def plant_canaries(
     return PlantedCanaries(dest, rec_path, canaries)
 
 
-def load_record(path: str | Path) -> dict[str, Any]:
+def load_record(path: str | Path, *, files: FilesRead | None = None) -> dict[str, Any]:
     """Read and check a canary record (a ``canaries.json`` file, or the directory holding one).
 
     Raises ``ValueError`` naming what is wrong.
@@ -278,7 +279,7 @@ def load_record(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         p = p / RECORD_FILE
-    rec = json.loads(p.read_text(encoding="utf-8"))
+    rec = json.loads((files or FilesRead()).read_text(p))
     if not isinstance(rec, dict) or rec.get("schema") != RECORD_SCHEMA:
         raise ValueError(f"not a canary record (expected schema {RECORD_SCHEMA!r})")
     for key in ("template", "alphabet", "secret_length", "space_size", "repeats", "canaries"):

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from auditlm.errors import StoreError, SuiteSpecError, choices
 from auditlm.metrics import MetricResult
+from auditlm.suites.provenance import DataRecord
 from auditlm.suites.spec import SuiteSpec
 from auditlm.targets.base import LoglikelihoodResult
 
@@ -193,6 +194,10 @@ class Scorer:
     def stat_kw(self, seed: int) -> dict[str, Any]:
         """Keyword arguments for :func:`auditlm.metrics.summarize`: confidence, resamples, seed and unit name."""
         return {"confidence": self.confidence, "n_boot": self.n_boot, "random_state": seed, "unit": self.unit}
+    def resources(self) -> list[DataRecord]:
+        """Files the scorer itself reads that shape its scores (e.g. a lexicon), recorded with the run next to
+        the suite's data files; none by default. Called after :meth:`check`."""
+        return []
 
 
 def register_scorer(kind: str):

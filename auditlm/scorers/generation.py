@@ -11,6 +11,7 @@ import dataclasses
 import os
 import string
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -20,6 +21,7 @@ from auditlm import stats
 from auditlm.errors import SuiteSpecError
 from auditlm.metrics import MetricResult, metric_row, stable_seed, summarize
 from auditlm.scorers import Gen, ItemRecord, ScoreContext, ScoredItem, Scorer, register_scorer
+from auditlm.suites.provenance import DataRecord, FilesRead
 from auditlm.text import (
     DEFAULT_CLASSIFIER,
     LEADING_ARTICLES,
@@ -267,6 +269,16 @@ class HonestScorer(Scorer):
 
     def hurtlex_path(self) -> str | None:
         return self.options.hurtlex_path or os.environ.get(HURTLEX_ENV) or None
+
+    def resources(self) -> list[DataRecord]:
+        """The HurtLex file when one is configured (``$AUDITLM_HURTLEX`` is not part of the run config, so
+        the record is what shows, and lets ``--resume`` check, which lexicon judged the completions)."""
+        path = self.hurtlex_path()
+        if not path:
+            return []
+        files = FilesRead(root=Path(path).expanduser(), label=path, source="hurtlex")
+        files.read_bytes(Path(path).expanduser())
+        return files.records
 
     def judge(self) -> tuple[TextJudge | HurtLex, str]:
         """``(judge, name)``: HurtLex when a file is configured, else the offensive classifier."""

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.suites.datasets import Item, register_reader
+from auditlm.suites.provenance import FilesRead
 
 #: The "unknown" answer strings BBQ uses. lm-evaluation-harness's ``bbq`` task (after HELM) offers all ten
 #: as answer choices in place of the example's own unknown answer; kept in its order so requests match.
@@ -130,17 +131,18 @@ def _bbq_row(row: dict[str, Any], i: int) -> Item:
 
 
 @register_reader("bbq", hub_row=_bbq_row)
-def read_bbq(path: Path) -> list[Item]:
+def read_bbq(path: Path, *, files: FilesRead | None = None) -> list[Item]:
     """BBQ (Parrish et al. 2022): the original per-category JSONL files — a directory of them (every
     ``*.jsonl``, in name order) or one file. Items keep the example's fields and add ``unknown`` (index of
     the unknown answer) and ``biased`` (indices of the biased answers, :func:`bbq_biased_answers`); ids are
     ``<category>-<example_id>``."""
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    if not files:
+    found = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    if not found:
         raise ValueError(f"no .jsonl files in {path}")
+    recorder = files or FilesRead()
     items = []
-    for f in files:
-        with f.open(encoding="utf-8") as fh:
+    for f in found:
+        with recorder.open_text(f) as fh:
             for ln, line in enumerate(fh, 1):
                 if not line.strip():
                     continue

@@ -15,6 +15,7 @@ import json
 from pathlib import Path
 
 from auditlm.suites.datasets import Item, register_reader
+from auditlm.suites.provenance import FilesRead
 
 #: Prompts per BOLD group in the default (``bold``) sample: 43 groups × 8 = 344 prompts.
 BOLD_PER_GROUP = 8
@@ -30,7 +31,7 @@ def _bold_files(path: Path) -> list[Path]:
     return files
 
 
-def read_bold_prompts(path: Path, keep_blank: bool = False) -> list[Item]:
+def read_bold_prompts(path: Path, keep_blank: bool = False, *, files: FilesRead | None = None) -> list[Item]:
     """Every BOLD prompt under ``path`` (a directory of ``<domain>_prompt.json`` files, or one of them).
 
     Each file is ``{group: {entity: [prompt, …]}}``. An item carries ``domain`` (from the file name),
@@ -40,11 +41,11 @@ def read_bold_prompts(path: Path, keep_blank: bool = False) -> list[Item]:
     religious): they say nothing about their group and are dropped unless ``keep_blank``. Items are in
     sorted (domain, group, entity) order.
     """
+    files = files or FilesRead()
     items: list[Item] = []
     for f in _bold_files(path):
         domain = f.name.removesuffix("_prompt.json")
-        with f.open(encoding="utf-8") as fh:
-            data = json.load(fh)
+        data = json.loads(files.read_text(f))
         if not isinstance(data, dict):
             raise ValueError(f"{f.name}: expected {{group: {{entity: [prompts]}}}}")
         for group in sorted(data):
@@ -90,12 +91,12 @@ def sample_per_group(items: list[Item], per_group: int, seed: int = BOLD_SAMPLE_
 
 
 @register_reader("bold")
-def read_bold(path: Path) -> list[Item]:
+def read_bold(path: Path, *, files: FilesRead | None = None) -> list[Item]:
     """The default BOLD sample: :data:`BOLD_PER_GROUP` prompts per group (seed :data:`BOLD_SAMPLE_SEED`)."""
-    return sample_per_group(read_bold_prompts(path), BOLD_PER_GROUP, BOLD_SAMPLE_SEED)
+    return sample_per_group(read_bold_prompts(path, files=files), BOLD_PER_GROUP, BOLD_SAMPLE_SEED)
 
 
 @register_reader("bold_full")
-def read_bold_full(path: Path) -> list[Item]:
+def read_bold_full(path: Path, *, files: FilesRead | None = None) -> list[Item]:
     """Every non-blank BOLD prompt (23,674 of the 23,679 across the five domains)."""
-    return read_bold_prompts(path)
+    return read_bold_prompts(path, files=files)

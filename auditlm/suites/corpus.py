@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.suites.datasets import HubLoad, Item, register_reader
+from auditlm.suites.provenance import FilesRead
 from auditlm.suites.rows import DEFAULT_TEXT_FIELD, read_rows
 from auditlm.suites.spec import DataSpec
 
@@ -106,10 +107,10 @@ def rows_to_documents(
     return list(docs.values())
 
 
-def read_documents(path: Path, *, text_field: str | None = None) -> list[Item]:
+def read_documents(path: Path, *, text_field: str | None = None, files: FilesRead | None = None) -> list[Item]:
     """The documents of a local corpus file (see the module docstring for formats)."""
     source = "line" if path.suffix.lower() in (".jsonl", ".txt", "") else "row"
-    return rows_to_documents(read_rows(path), text_field=text_field, source=source)
+    return rows_to_documents(read_rows(path, files=files), text_field=text_field, source=source)
 
 
 def _hub_documents(d: DataSpec, load: HubLoad) -> list[Item]:
@@ -117,9 +118,9 @@ def _hub_documents(d: DataSpec, load: HubLoad) -> list[Item]:
 
 
 @register_reader("corpus", hub_loader=_hub_documents)
-def read_corpus(path: Path) -> list[Item]:
+def read_corpus(path: Path, *, files: FilesRead | None = None) -> list[Item]:
     """A training corpus, one item per distinct document (``id``, ``text``, ``copies``, ``member`` if labelled)."""
-    return read_documents(path)
+    return read_documents(path, files=files)
 
 
 # --- PII in a training corpus (Lukas et al. 2023) --------------------------------------------------------
@@ -231,16 +232,16 @@ def _training_pii_hub(d: DataSpec, load: HubLoad) -> list[Item]:
 
 
 @register_reader("training_pii", takes_spec=True, hub_loader=_training_pii_hub)
-def read_training_pii(path: Path, data: DataSpec) -> list[Item]:
+def read_training_pii(path: Path, data: DataSpec, *, files: FilesRead | None = None) -> list[Item]:
     """Attack items for a training corpus (:func:`training_pii_items`); ``data.size`` extraction draws."""
-    return training_pii_items(read_documents(path), data.size)
+    return training_pii_items(read_documents(path, files=files), data.size)
 
 
 # --- canaries (Carlini et al. 2019) ----------------------------------------------------------------------
 
 
 @register_reader("canaries")
-def read_canaries(path: Path) -> list[Item]:
+def read_canaries(path: Path, *, files: FilesRead | None = None) -> list[Item]:
     """One item per canary of a record written by :func:`auditlm.privacy.canaries.plant_canaries`.
 
     An item carries the canary's ``secret`` and ``text``, the record's ``template``, ``alphabet``,
@@ -249,7 +250,7 @@ def read_canaries(path: Path) -> list[Item]:
     """
     from auditlm.privacy.canaries import load_record
 
-    rec = load_record(path)
+    rec = load_record(path, files=files)
     planted = [c["secret"] for c in rec["canaries"]]
     return [
         {

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.suites.datasets import Item, register_reader
+from auditlm.suites.provenance import FilesRead
 
 CROWS_FIELDS = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 
@@ -20,7 +21,7 @@ def _crows_row(row: dict[str, Any], i: int) -> Item:
 
 
 @register_reader("crows_pairs", hub_row=_crows_row)
-def read_crows_pairs(path: Path) -> list[Item]:
+def read_crows_pairs(path: Path, *, files: FilesRead | None = None) -> list[Item]:
     """``crows_pairs_anonymized.csv`` (Nangia et al. 2020): one row per sentence pair."""
-    with path.open(newline="", encoding="utf-8") as f:
+    with (files or FilesRead()).open_text(path, newline="") as f:
         return [_crows_row(row, i) for i, row in enumerate(csv.DictReader(f))]

@@ -1,8 +1,13 @@
 """Benchmark readers and item construction.
 
 ``load_items(spec, data_dir)`` turns a suite's ``data`` section into a list of items (plain dicts with a
-stable string ``id``). Readers take the original file format from a local path and, for users with Hub
-access, a Hugging Face dataset id.
+stable string ``id``); :func:`read_suite_data` also returns what they were read from
+(:mod:`auditlm.suites.provenance`). Readers take the original file format from a local path and, for users
+with Hub access, a Hugging Face dataset id (``data.hub_id``, or a run input written ``hf:ORG/NAME``).
+
+A reader is ``fn(path, *, files)`` (``fn(path, data_spec, *, files)`` with ``takes_spec``) and opens every
+file through ``files`` (a :class:`~auditlm.suites.provenance.FilesRead`), so the run records each file's
+sha256; ``files`` defaults to a throwaway recorder for direct calls.
 """
 
 from __future__ import annotations
@@ -12,14 +17,19 @@ import itertools
 import os
 import string
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from auditlm.errors import DataError, choices
+from auditlm.suites.provenance import DATA_SOURCE, DataRecord, FilesRead, json_record
 from auditlm.suites.spec import DataSpec, SuiteSpec
 
 Item = dict[str, Any]
-Reader = Callable[[Path], list[Item]]
+#: ``fn(path, *, files)``; readers registered with ``takes_spec`` are ``fn(path, data_spec, *, files)``.
+Reader = Callable[..., list[Item]]
+#: A run input naming a Hugging Face dataset: ``--corpus hf:ORG/NAME``.
+HUB_PREFIX = "hf:"
 HubReader = Callable[[DataSpec], list[Item]]
 #: ``load(config, split)``: the rows of one Hugging Face dataset config and split.
 HubLoad = Callable[[str | None, str], list[dict[str, Any]]]
@@ -107,31 +117,49 @@ def has_local_data(spec: SuiteSpec, data_dir: Path | None) -> bool:
     return p.is_absolute() or data_dir is not None
 
 
+@dataclass
+class SuiteData:
+    """A suite's items and the records of what they were read from, in reading order."""
+
+    items: list[Item]
+    records: list[DataRecord] = field(default_factory=list)
+
+
 def load_items(
     spec: SuiteSpec, data_dir: Path | None, *, inputs: dict[str, str] | None = None, seed: int = 0
 ) -> list[Item]:
-    """Items of a suite, in a stable order, each with a unique string ``id``.
+    """Items of a suite, in a stable order, each with a unique string ``id`` (see :func:`read_suite_data`)."""
+    return read_suite_data(spec, data_dir, inputs=inputs, seed=seed).items
+
+
+def read_suite_data(
+    spec: SuiteSpec, data_dir: Path | None, *, inputs: dict[str, str] | None = None, seed: int = 0
+) -> SuiteData:
+    """Items of a suite, in a stable order, each with a unique string ``id``, and what they were read from.
 
     ``inputs`` fill ``{name}`` placeholders in ``data.path`` (``--corpus`` …); ``seed`` seeds generators.
+    With ``data.sources``, each source's ``fields`` are defaults: a row's own field (its ``member`` label)
+    wins, and one text labelled differently by two sources is a :class:`DataError`.
     """
     d = spec.data
+    records: list[DataRecord] = []
     if d.items is not None:
         items = [dict(it, id=str(it.get("id", i))) for i, it in enumerate(d.items)]
+        records.append(json_record("inline", "data.items", items))
     elif d.templates is not None:
         items = _expand_templates(d.templates.templates, d.templates.vars)
+        records.append(json_record("inline", "data.templates", items))
     elif d.generator is not None:
         from auditlm.suites.generators import generate
 
         items = [dict(it, id=str(it.get("id", i))) for i, it in enumerate(generate(d.generator, d.size, seed))]
+        records.append(json_record("generator", f"{d.generator}(size={d.size}, seed={seed})", items))
     elif d.sources:
-        items = []
-        for k, src in enumerate(d.sources):
-            for it in _read_input(spec, src.path, inputs or {}):
-                items.append({**it, **src.fields, "id": f"{k}:{it['id']}"})
+        items = _read_sources(spec, inputs or {}, records)
     elif spec.run_inputs:
-        items = _read_input(spec, d.path or "", inputs or {})
+        items = _read_input(spec, d.path or "", inputs or {}, records)
     else:
-        items = _read(spec, data_dir)
+        items = _read(spec, data_dir, records)
     ids = [it["id"] for it in items]
     if len(set(ids)) != len(ids):
         raise DataError(f"suite {spec.id}: item ids are not unique")
@@ -146,7 +174,55 @@ def load_items(
             fields = choices(k for k in (items[0] if items else {}) if k != "id")
             raise DataError(f"suite {spec.id}: metrics.resample_by field '{unit}' missing from item {missing[0]} "
                             f"(item fields: {fields})")
+    return SuiteData(items, records)
+
+
+def _shape(text: str, n: int = 12) -> str:
+    """A hint of how a text starts that reveals none of it: letters become x/X, digits 9."""
+    out = "".join("X" if c.isupper() else "x" if c.isalpha() else "9" if c.isdigit() else c for c in text[:n])
+    return out + ("…" if len(text) > n else "")
+
+
+def _read_sources(spec: SuiteSpec, inputs: dict[str, str], records: list[DataRecord]) -> list[Item]:
+    """Items of every ``data.sources`` entry; source ``fields`` fill in what a row does not say itself."""
+    from auditlm.suites.corpus import doc_id
+
+    d = spec.data
+    assert d.sources is not None
+    labels = sorted({k for src in d.sources for k in src.fields})
+    seen: dict[str, tuple[str, Item]] = {}
+    items: list[Item] = []
+    for k, src in enumerate(d.sources):
+        for it in _read_input(spec, src.path, inputs, records):
+            item = {**src.fields, **it, "id": f"{k}:{it['id']}"}
+            text = it.get("text")
+            if labels and isinstance(text, str):
+                key = doc_id(text)
+                if key in seen:
+                    where, other = seen[key]
+                    diff = [f for f in labels if other.get(f) != item.get(f)]
+                    if diff:
+                        f = diff[0]
+                        raise DataError(
+                            f"suite {spec.id}: document {key} ({len(text)} chars, starts '{_shape(text)}') is "
+                            f"{f}={other.get(f)} in {where} but {f}={item.get(f)} in {_input_name(src.path)}; "
+                            "a text cannot be both, remove it from one of them"
+                        )
+                else:
+                    seen[key] = (_input_name(src.path), item)
+            items.append(item)
     return items
+
+
+def _flags(template: str) -> str:
+    """The flag(s) of the run inputs a data path is built from (``{corpus}`` → ``--corpus``), or ``""``."""
+    names = [f for _, f, _, _ in string.Formatter().parse(template) if f]
+    return "/".join("--" + n.replace("_", "-") for n in names)
+
+
+def _input_name(template: str) -> str:
+    """How an error names a data path: the flag of its run input (``--corpus``), else the path."""
+    return _flags(template) or f"'{template}'"
 
 
 def _expand_templates(templates: list[str], vars: dict[str, list[str]]) -> list[Item]:
@@ -164,14 +240,14 @@ def _expand_templates(templates: list[str], vars: dict[str, list[str]]) -> list[
     return items
 
 
-def _read_file(spec: SuiteSpec, p: Path) -> list[Item]:
+def _read_file(spec: SuiteSpec, p: Path, files: FilesRead) -> list[Item]:
     d = spec.data
     assert d.reader is not None
     try:
         if d.reader in _SPEC_READERS:
-            return _READERS[d.reader](p, d)  # type: ignore[call-arg]
-        return _READERS[d.reader](p)
-    except (KeyError, ValueError, csv.Error, UnicodeDecodeError) as e:
+            return _READERS[d.reader](p, d, files=files)
+        return _READERS[d.reader](p, files=files)
+    except (KeyError, ValueError, csv.Error, UnicodeDecodeError, OSError) as e:
         raise DataError(f"suite {spec.id}: cannot read '{p}' as {d.reader}: {e}") from e
 
 
@@ -181,24 +257,35 @@ def _check_reader(spec: SuiteSpec) -> None:
         raise DataError(f"suite {spec.id}: unknown reader '{spec.data.reader}' (valid: {choices(_READERS)})")
 
 
-def _read_input(spec: SuiteSpec, template: str, inputs: dict[str, str]) -> list[Item]:
-    """Read a path built from run inputs (``{corpus}`` → ``--corpus``): a local file, else a Hub dataset id."""
+def _read_input(spec: SuiteSpec, template: str, inputs: dict[str, str], records: list[DataRecord]) -> list[Item]:
+    """Read a path built from run inputs (``{corpus}`` → ``--corpus``): a local file or directory, or a
+    Hugging Face dataset when written ``hf:ORG/NAME``. A local path that does not exist is an error, never a
+    Hub id (a typo must not audit some public dataset)."""
     missing = [k for k in spec.run_inputs if k not in inputs]
     if missing:
         flags = ", ".join("--" + k.replace("_", "-") for k in missing)
         raise DataError(f"suite {spec.id} needs {flags}")
     _check_reader(spec)
     raw = template.format(**inputs)
+    source = _flags(template) or "input"
+    if raw.startswith(HUB_PREFIX):
+        hub_id = raw[len(HUB_PREFIX) :].strip()
+        if not hub_id:
+            raise DataError(f"suite {spec.id}: {_input_name(template)} '{raw}' names no dataset (write hf:ORG/NAME)")
+        return _read_hub(spec, records, hub_id=hub_id)
     p = Path(raw).expanduser()
-    if p.exists():
-        return _read_file(spec, p)
-    reader = spec.data.reader or ""
-    if raw.startswith((".", "/", "~")) or (reader not in _HUB_ROW_MAPPERS and reader not in _HUB_LOADERS):
-        raise DataError(f"suite {spec.id}: '{raw}' not found")
-    return _read_hub(spec, hub_id=raw)
+    if not p.exists():
+        reader = spec.data.reader or ""
+        hint = f" (for a Hugging Face dataset write {HUB_PREFIX}ORG/NAME)" if reader in _HUB_ROW_MAPPERS or (
+            reader in _HUB_LOADERS) else ""
+        raise DataError(f"suite {spec.id}: {_input_name(template)} '{raw}' not found{hint}")
+    files = FilesRead(root=p, label=raw, source=source)
+    items = _read_file(spec, p, files)
+    records.extend(files.records)
+    return items
 
 
-def _read(spec: SuiteSpec, data_dir: Path | None) -> list[Item]:
+def _read(spec: SuiteSpec, data_dir: Path | None, records: list[DataRecord]) -> list[Item]:
     d = spec.data
     assert d.reader is not None
     _check_reader(spec)
@@ -207,19 +294,24 @@ def _read(spec: SuiteSpec, data_dir: Path | None) -> list[Item]:
         if not p.is_absolute():
             if data_dir is None:
                 if d.hub_id is not None:
-                    return _read_hub(spec)
+                    return _read_hub(spec, records)
                 raise DataError(
                     f"suite {spec.id} needs benchmark data: pass --data-dir or set AUDITLM_DATA "
                     f"(expects {d.path} inside it)"
                 )
+            files = FilesRead(root=data_dir, source=DATA_SOURCE)
             p = data_dir / p
+        else:
+            files = FilesRead(root=p, label=d.path, source=DATA_SOURCE)
         if not p.exists():
             raise DataError(f"suite {spec.id}: data file '{p}' not found")
-        return _read_file(spec, p)
-    return _read_hub(spec)
+        items = _read_file(spec, p, files)
+        records.extend(files.records)
+        return items
+    return _read_hub(spec, records)
 
 
-def _read_hub(spec: SuiteSpec, hub_id: str | None = None) -> list[Item]:
+def _read_hub(spec: SuiteSpec, records: list[DataRecord], hub_id: str | None = None) -> list[Item]:
     d = spec.data
     mapper = _HUB_ROW_MAPPERS.get(d.reader or "")
     loader = _HUB_LOADERS.get(d.reader or "")
@@ -238,7 +330,10 @@ def _read_hub(spec: SuiteSpec, hub_id: str | None = None) -> list[Item]:
                 f"suite {spec.id}: cannot load Hugging Face dataset '{hub_id}' ({first}); "
                 "pass --data-dir with a local copy instead"
             ) from e
-        return [dict(row) for row in ds]
+        rows = [dict(row) for row in ds]
+        where = f"{HUB_PREFIX}{hub_id}" + (f":{config}" if config else "") + f"/{split}"
+        records.append(json_record("hub", where, rows))
+        return rows
 
     try:
         if loader is not None:

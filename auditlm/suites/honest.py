@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.suites.datasets import Item, register_reader
+from auditlm.suites.provenance import FilesRead
 
 #: The HONEST mask token.
 HONEST_MASK = "[M]"
@@ -48,7 +49,7 @@ def _honest_files(path: Path) -> list[Path]:
 
 
 @register_reader("honest")
-def read_honest(path: Path) -> list[Item]:
+def read_honest(path: Path, *, files: FilesRead | None = None) -> list[Item]:
     """HONEST templates from ``path`` (a directory of ``*template*.tsv`` files, or one file).
 
     Columns ``template_masked, identity, category`` (plus ``raw, number, type``, kept when present). An item
@@ -57,10 +58,11 @@ def read_honest(path: Path) -> list[Item]:
     file lists "the child" and "the young" under both female and male) stay separate items, as rows of
     their categories.
     """
+    files = files or FilesRead()
     items: list[Item] = []
     for f in _honest_files(path):
         name = _honest_set(f)
-        with f.open(newline="", encoding="utf-8") as fh:
+        with files.open_text(f, newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t")
             missing = [c for c in HONEST_FIELDS if c not in (reader.fieldnames or [])]
             if missing:

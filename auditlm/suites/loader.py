@@ -16,16 +16,27 @@ import yaml
 from pydantic import ValidationError
 
 from auditlm.errors import SuiteSpecError, choices
+from auditlm.suites.provenance import SUITE_SOURCE, DataRecord
 from auditlm.suites.spec import SuiteSpec
 
 
 @dataclass(frozen=True)
 class LoadedSuite:
-    """A validated suite and where it came from; ``digest`` hashes the file's bytes."""
+    """A validated suite and where it came from; ``digest`` is the first 16 hex digits of ``sha256``, the
+    sha256 of the file's bytes (``size`` of them)."""
 
     spec: SuiteSpec
     path: Path
     digest: str
+    sha256: str | None = None
+    size: int | None = None
+
+    def record(self) -> DataRecord:
+        """The probe file as a :class:`DataRecord` (hashed now when this suite was not loaded from it)."""
+        if self.sha256 is None or self.size is None:
+            raw = self.path.read_bytes() if self.path.is_file() else b""
+            return DataRecord(SUITE_SOURCE, str(self.path), len(raw), hashlib.sha256(raw).hexdigest())
+        return DataRecord(SUITE_SOURCE, str(self.path), self.size, self.sha256)
 
 
 def builtin_probes_dir() -> Path:
@@ -77,7 +88,8 @@ def load_file(path: Path) -> LoadedSuite:
         raise SuiteSpecError(
             f"invalid probe file {path}: unknown kind '{spec.kind}' (valid: {choices(kinds)})"
         )
-    return LoadedSuite(spec, path, hashlib.sha256(raw).hexdigest()[:16])
+    sha = hashlib.sha256(raw).hexdigest()
+    return LoadedSuite(spec, path, sha[:16], sha, len(raw))
 
 
 def discover(extra: list[str | Path] | None = None) -> dict[str, LoadedSuite]:

@@ -9,15 +9,18 @@ import json
 from pathlib import Path
 from typing import Any
 
+from auditlm.suites.provenance import FilesRead
+
 DEFAULT_TEXT_FIELD = "text"
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
+def read_rows(path: Path, *, files: FilesRead | None = None) -> list[dict[str, Any]]:
     """The raw rows of a corpus file (``.txt`` lines become ``{"text": line}``), by suffix."""
+    files = files or FilesRead()
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        with path.open(encoding="utf-8") as f:
+        with files.open_text(path) as f:
             for ln, line in enumerate(f, 1):
                 if line.strip():
                     try:
@@ -26,13 +29,13 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
                         raise ValueError(f"line {ln}: invalid JSON ({e.msg})") from e
         return rows
     if suffix == ".json":
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(files.read_text(path))
         if not isinstance(data, list):
             raise ValueError("a .json corpus must be a list of objects")
         return data
     if suffix == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
+        with files.open_text(path, newline="") as f:
             return list(csv.DictReader(f))
     return [
-        {DEFAULT_TEXT_FIELD: line} for line in path.read_text(encoding="utf-8").splitlines() if line.strip()
+        {DEFAULT_TEXT_FIELD: line} for line in files.read_text(path).splitlines() if line.strip()
     ]

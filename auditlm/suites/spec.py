@@ -29,8 +29,9 @@ class TemplateData(_Strict):
 
 
 class SourceSpec(_Strict):
-    """One labelled input of a suite that reads several: ``fields`` are added to every item read from
-    ``path`` (e.g. ``{member: true}`` for ``{corpus}``, ``{member: false}`` for ``{non_members}``)."""
+    """One labelled input of a suite that reads several: ``fields`` are defaults for every item read from
+    ``path`` (e.g. ``{member: true}`` for ``{corpus}``, ``{member: false}`` for ``{non_members}``); a row's
+    own field (a labelled corpus's ``member``) wins."""
 
     path: str
     fields: dict[str, Any] = Field(default_factory=dict)
@@ -40,8 +41,9 @@ class DataSpec(_Strict):
     """Where a suite's items come from: exactly one of ``items``, ``templates``, ``reader`` or ``generator``.
 
     A ``reader`` (see :mod:`auditlm.suites.datasets`) reads ``path`` — absolute, relative to the data
-    directory (``--data-dir`` / ``AUDITLM_DATA``), or a run input such as ``{corpus}`` (``--corpus``) — or,
-    when no local file is configured, the Hugging Face dataset ``hub_id`` (``hub_config``, ``split``).
+    directory (``--data-dir`` / ``AUDITLM_DATA``), or a run input such as ``{corpus}`` (``--corpus``: a local
+    path, or ``hf:ORG/NAME`` for a Hub dataset) — or, when no data directory is given, the Hugging Face
+    dataset ``hub_id`` (``hub_config``, ``split``).
     A ``generator`` makes ``size`` synthetic items in code, seeded by the run's seed (e.g. labelled PII).
     """
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.suites.datasets import HubLoad, Item, register_reader
+from auditlm.suites.provenance import FilesRead
 from auditlm.suites.spec import DataSpec
 
 
@@ -75,8 +76,8 @@ def _stereoset_example(ex: dict[str, Any], kind: str, where: str) -> Item:
     )
 
 
-def _read_stereoset_dev_json(path: Path) -> list[Item]:
-    doc = json.loads(path.read_text(encoding="utf-8"))
+def _read_stereoset_dev_json(path: Path, files: FilesRead) -> list[Item]:
+    doc = json.loads(files.read_text(path))
     data = doc.get("data") if isinstance(doc, dict) else None
     if not isinstance(data, dict) or not any(k in data for k in STEREOSET_TYPES):
         raise ValueError(
@@ -91,9 +92,9 @@ def _read_stereoset_dev_json(path: Path) -> list[Item]:
     return items
 
 
-def _read_stereoset_jsonl(path: Path) -> list[Item]:
+def _read_stereoset_jsonl(path: Path, files: FilesRead) -> list[Item]:
     items = []
-    with path.open(encoding="utf-8") as f:
+    with files.open_text(path) as f:
         for ln, line in enumerate(f, 1):
             if not line.strip():
                 continue
@@ -127,7 +128,7 @@ def _stereoset_hub(d: DataSpec, load: HubLoad) -> list[Item]:
 
 
 @register_reader("stereoset", hub_loader=_stereoset_hub)
-def read_stereoset(path: Path) -> list[Item]:
+def read_stereoset(path: Path, *, files: FilesRead | None = None) -> list[Item]:
     """StereoSet (Nadeem et al. 2021): one item per example (a context and its stereotype, anti-stereotype
     and unrelated sentence), intrasentence and intersentence.
 
@@ -141,6 +142,7 @@ def read_stereoset(path: Path) -> list[Item]:
         if len(found) != 1:
             raise ValueError(f"expected dev.json or exactly one .jsonl file in {path}")
         path = found[0]
+    files = files or FilesRead()
     if path.suffix == ".json":
-        return _read_stereoset_dev_json(path)
-    return _read_stereoset_jsonl(path)
+        return _read_stereoset_dev_json(path, files)
+    return _read_stereoset_jsonl(path, files)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.suites.datasets import HubLoad, Item, register_reader
+from auditlm.suites.provenance import FilesRead
 from auditlm.suites.spec import DataSpec
 
 WINOBIAS_SETS = tuple((t, s) for t in ("type1", "type2") for s in ("pro", "anti"))
@@ -184,20 +185,21 @@ def _winobias_hub(d: DataSpec, load: HubLoad) -> list[Item]:
 
 
 @register_reader("winobias", takes_spec=True, hub_loader=_winobias_hub)
-def read_winobias(path: Path, data: DataSpec) -> list[Item]:
+def read_winobias(path: Path, data: DataSpec, *, files: FilesRead | None = None) -> list[Item]:
     """WinoBias (Zhao et al. 2018), the directory of ``{pro,anti}_stereotyped_type{1,2}.txt.{dev,test}`` with
     ``male_occupations.txt`` and ``female_occupations.txt``; ``data.split`` picks ``test`` (default) or ``dev``.
     One item per pro/anti sentence pair (:func:`winobias_items`)."""
     split = _winobias_split(data.split)
     if not path.is_dir():
         raise ValueError(f"{path} is not the WinoBias directory")
+    files = files or FilesRead()
     occupations = []
     for name in ("male_occupations.txt", "female_occupations.txt"):
         occupations += [
-            w.strip() for w in (path / name).read_text(encoding="utf-8").splitlines() if w.strip()
+            w.strip() for w in files.read_text(path / name).splitlines() if w.strip()
         ]
     lines = {}
     for t, s in WINOBIAS_SETS:
         f = path / f"{s}_stereotyped_{t}.txt.{split}"
-        lines[(t, s)] = [ln for ln in f.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        lines[(t, s)] = [ln for ln in files.read_text(f).splitlines() if ln.strip()]
     return winobias_items(lines, occupations, split)
