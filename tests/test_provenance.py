@@ -378,6 +378,7 @@ TYPO_CASES = [
 @pytest.mark.parametrize("argv, expected", TYPO_CASES, ids=[c[0][3] + " " + c[0][-1] for c in TYPO_CASES])
 def test_missing_run_input_is_one_line_before_the_model_loads(argv, expected, store_with_run, tmp_path, capsys,
                                                               no_hub, monkeypatch):
+    monkeypatch.delenv("AUDITLM_DATA", raising=False)  # may be relative to the checkout (CI sets ../shared/data)
     monkeypatch.chdir(tmp_path)
     (tmp_path / "m.txt").write_text("a member text\n")
     before = _sha(store_with_run)
