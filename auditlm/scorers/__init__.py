@@ -8,6 +8,7 @@ against this registry, so there is no second list to keep in sync.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -46,8 +47,9 @@ class LL:
 class Gen:
     """A generation request (parameters come from the suite's ``generation`` section).
 
-    ``sample`` numbers independent draws for the same prompt: draw ``k > 0`` is generated with a seed derived
-    from the run seed and ``k``, so a scorer can ask for several samples of one prompt.
+    ``sample`` numbers independent draws for the same prompt, so a scorer can ask for several samples of one
+    prompt. Each request is sampled with its own seed, derived from the run seed, the suite id, the item id,
+    the request's index in the item's request list and ``sample`` (:func:`auditlm.runner.generation_seed`).
     """
 
     prompt: str
@@ -61,12 +63,14 @@ Output = LoglikelihoodResult | str
 
 @dataclass(frozen=True)
 class ScoreContext:
-    """Run-level settings a scorer may need: whether raw PII may be stored, and the store's hash salt."""
+    """Run-level settings a scorer may need: whether raw PII may be stored, the store's hash salt, and the
+    main target's ``split_first_token`` (see :class:`~auditlm.targets.base.Target`) when it has one."""
 
     store_raw: bool = False
     salt: str = ""
     has_reference: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    split_first_token: Callable[[str], tuple[str, str]] | None = None
 
 
 @dataclass(frozen=True)
