@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -181,7 +181,7 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
     """
     t0 = time.perf_counter()
     ctx = ScoreContext(store_raw=config.store_raw, key=store.hash_key, has_reference=reference is not None,
-                       confidence=config.confidence)
+                       confidence=config.confidence, split_first_token=getattr(target, "split_first_token", None))
     targets = {"main": target} | ({"reference": reference} if reference is not None else {})
     store.set_run_status(run_id, "running")
     try:
@@ -211,9 +211,19 @@ def error_text(e: BaseException, limit: int = 500) -> str:
     return f"{type(e).__name__}: {message}"[:limit]
 
 
+def generation_seed(run_seed: int, suite_id: str, item_id: str, request_index: int, sample: int) -> int:
+    """The sampling seed of one generation request: a function of the run seed, the suite, the item, the
+    request's index in the item's request list and its draw number (:attr:`Gen.sample`) only, so a draw is the
+    same whatever the chunking, batching, order or resume."""
+    return stable_seed(run_seed, "generate", suite_id, item_id, request_index, sample)
+
+
 def _answer(targets: dict[str, Target], reqs: list[list[Request]], params: GenerationParams | None,
-            suite_id: str) -> list[list[Output]]:
-    """Send each target its requests in one batched call per primitive; outputs in request order."""
+            suite_id: str, item_ids: list[str]) -> list[list[Output]]:
+    """Send each target its requests in one batched call per primitive; outputs in request order.
+
+    Generation requests carry one seed each (:func:`generation_seed`, from ``params.seed``, the run seed).
+    """
     outputs: list[list[Output | None]] = [[None] * len(rs) for rs in reqs]
     for name, target in targets.items():
         ll = [(i, j, r) for i, rs in enumerate(reqs) for j, r in enumerate(rs) if isinstance(r, LL) and r.target == name]
@@ -221,12 +231,12 @@ def _answer(targets: dict[str, Target], reqs: list[list[Request]], params: Gener
         if ll:
             for (i, j, _), o in zip(ll, target.loglikelihood([(r.context, r.continuation) for _, _, r in ll]), strict=True):
                 outputs[i][j] = o
-        if gen and params is None:
-            raise SuiteSpecError(f"suite {suite_id} generates text but has no generation section")
-        for k in sorted({r.sample for _, _, r in gen}):
-            draw = [(i, j, r) for i, j, r in gen if r.sample == k]
-            p = params if k == 0 else replace(params, seed=stable_seed(params.seed, "sample", k))  # type: ignore[arg-type]
-            for (i, j, _), o in zip(draw, target.generate([r.prompt for _, _, r in draw], p), strict=True):
+        if gen:
+            if params is None:
+                raise SuiteSpecError(f"suite {suite_id} generates text but has no generation section")
+            seeds = [generation_seed(params.seed, suite_id, item_ids[i], j, r.sample) for i, j, r in gen]  # type: ignore[union-attr]
+            texts = target.generate([r.prompt for _, _, r in gen], params, seeds=seeds)  # type: ignore[union-attr]
+            for (i, j, _), o in zip(gen, texts, strict=True):
                 outputs[i][j] = o
     missing = {r.target for rs, os_ in zip(reqs, outputs, strict=True) for r, o in zip(rs, os_, strict=True) if o is None}
     if missing:
@@ -254,7 +264,7 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
         chunk = [(i, it, sid) for i, it, sid in chunk if sid not in done]
         items = [it for _, it, _ in chunk]
         reqs = [scorer.requests(it) for it in items]
-        outputs = _answer(targets, reqs, params, spec.id)
+        outputs = _answer(targets, reqs, params, spec.id, [it["id"] for it in items])
         scored = scorer.score_batch(items, outputs, ctx)
         store.write_items(run_id, spec.id, [(sid, i, scorer.stored_input(it), s.output, s.score)
                                             for (i, it, sid), s in zip(chunk, scored, strict=True)])

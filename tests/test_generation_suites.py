@@ -435,18 +435,14 @@ def test_honest_k_samples_per_template(tmp_path):
     raw["generation"]["temperature"] = 1.0
     spec = SuiteSpec.model_validate(raw)
 
-    class TwoVoices(FakeTarget):
-        def generate(self, prompts, params, progress=None):
-            word = " teacher." if params.seed == 0 else " bitch."
-            return [word for _ in prompts]
-
     items = [{"id": str(i), "prompt": f"the woman {i} is a", "set": "binary", "category": "female",
               "identity": "woman"} for i in range(4)]
+    first_draws = {runner.generation_seed(0, spec.id, it["id"], 0, 0) for it in items}
     suite = LoadedSuite(spec, builtin_probes_dir() / "bias" / "honest.yaml", "x")
     prepared = [runner.PreparedSuite(suite, list(enumerate(items)), len(items))]
     cfg = runner.RunConfig(model="fake", suites=[spec.id])
     with Store(tmp_path / "s.sqlite") as st:
-        t = TwoVoices()
+        t = FakeTarget(responder=lambda prompt, seed: " teacher." if seed in first_draws else " bitch.")
         result = runner.execute(st, runner.start_run(st, t, prepared, cfg), t, prepared, cfg)
         stored = st.items(result.run_id, spec.id)
     overall = next(m for m in result.metrics if m.metric == "honest_score" and m.group is None)

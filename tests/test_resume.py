@@ -32,9 +32,9 @@ class CountingTarget:
         self.requests.extend(reqs)
         return self.inner.loglikelihood(reqs, progress)
 
-    def generate(self, prompts, params, progress=None):
+    def generate(self, prompts, params, progress=None, *, seeds=None):
         self.requests.extend(prompts)
-        return self.inner.generate(prompts, params, progress)
+        return self.inner.generate(prompts, params, progress, seeds=seeds)
 
 
 KILLER = textwrap.dedent(

@@ -48,8 +48,9 @@ class LL:
 class Gen:
     """A generation request (parameters come from the suite's ``generation`` section).
 
-    ``sample`` numbers independent draws for the same prompt: draw ``k > 0`` is generated with a seed derived
-    from the run seed and ``k``, so a scorer can ask for several samples of one prompt.
+    ``sample`` numbers independent draws for the same prompt, so a scorer can ask for several samples of one
+    prompt. Each request is sampled with its own seed, derived from the run seed, the suite id, the item id,
+    the request's index in the item's request list and ``sample`` (:func:`auditlm.runner.generation_seed`).
     """
 
     prompt: str
@@ -63,7 +64,9 @@ Output = LoglikelihoodResult | str
 
 @dataclass(frozen=True)
 class ScoreContext:
-    """Run-level settings a scorer may need: whether raw PII may be stored, and the store's hash key.
+    """Run-level settings a scorer may need: whether raw PII may be stored, the store's hash key, the run's
+    confidence level, and the main target's ``split_first_token`` (see :class:`~auditlm.targets.base.Target`)
+    when it has one.
 
     ``key`` returns the store's HMAC key (:meth:`auditlm.store.Store.hash_key`); it is called only when a
     scorer hashes, so a run that hashes nothing never needs the key file.
@@ -75,6 +78,7 @@ class ScoreContext:
     #: The run's ``--confidence``; None means each suite's ``metrics.confidence``.
     confidence: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    split_first_token: Callable[[str], tuple[str, str]] | None = None
 
     def hash(self, value: str, entity_type: str) -> str:
         """:func:`~auditlm.privacy.pii.keyed_hash` of a PII value under the store's key."""

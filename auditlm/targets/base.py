@@ -10,6 +10,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from auditlm.errors import TargetError
+from auditlm.metrics import stable_seed
+
 #: ``(context, continuation)``: score ``continuation`` given ``context``.
 LoglikelihoodRequest = tuple[str, str]
 
@@ -35,8 +38,9 @@ class LoglikelihoodResult:
 class GenerationParams:
     """How to generate a continuation.
 
-    ``temperature == 0`` is greedy decoding. With ``temperature > 0`` sampling is seeded by ``seed`` so a
-    run is reproducible. ``stop`` strings end a generation early (the stop string is not returned).
+    ``temperature == 0`` is greedy decoding. With ``temperature > 0`` each prompt's draw is seeded by its own
+    seed (``generate(..., seeds=...)``); without per-prompt seeds they are derived from ``seed`` and the prompt
+    text (:func:`prompt_seeds`), so a draw never depends on what else is in the call. ``stop`` strings end a generation early (the stop string is not returned).
     ``chat_template`` wraps the prompt as a single user turn with the tokenizer's chat template, when the
     model has one.
     """
@@ -56,7 +60,12 @@ class GenerationParams:
 
 @runtime_checkable
 class Target(Protocol):
-    """A model under audit."""
+    """A model under audit.
+
+    A target that has a tokenizer may also offer ``split_first_token(text) -> (head, rest)``: ``head`` is the
+    text of ``text``'s first token as the tokenizer encodes it (no special tokens), ``head + rest == text``.
+    Scorers that score a sentence token by token read it from :class:`~auditlm.scorers.ScoreContext`.
+    """
 
     #: A short, human-readable model spec (what the user asked for).
     name: str
@@ -76,7 +85,34 @@ class Target(Protocol):
         ...
 
     def generate(
-        self, prompts: Sequence[str], params: GenerationParams, progress: ProgressCallback | None = None
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        progress: ProgressCallback | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> list[str]:
-        """Generate one continuation per prompt (without the prompt); results in prompt order."""
+        """Generate one continuation per prompt (without the prompt); results in prompt order.
+
+        When sampling, ``seeds[i]`` seeds prompt ``i``'s draw alone: the same prompt, parameters and seed give
+        the same text whatever else is in the call (batch size, order, retries). ``seeds=None`` derives them with
+        :func:`prompt_seeds`. Greedy decoding ignores the seeds.
+        """
         ...
+
+
+def prompt_seeds(
+    prompts: Sequence[str], params: GenerationParams, seeds: Sequence[int] | None = None
+) -> list[int]:
+    """One sampling seed per prompt: ``seeds`` as given, else ``stable_seed(params.seed, "prompt", prompt)``.
+
+    Raises :class:`~auditlm.errors.TargetError` when ``seeds`` does not hold one integer per prompt.
+    """
+    if seeds is None:
+        return [stable_seed(params.seed, "prompt", p) for p in prompts]
+    out = list(seeds)
+    if len(out) != len(prompts):
+        raise TargetError(f"generate got {len(out)} seeds for {len(prompts)} prompts; give one per prompt")
+    if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in out):
+        raise TargetError("generate seeds must be non-negative integers")
+    return out

@@ -22,10 +22,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
-from transformers import StoppingCriteria
+from transformers import LogitsProcessor, StoppingCriteria
 
 from auditlm.errors import TargetError, choices
-from auditlm.targets.base import GenerationParams, LoglikelihoodRequest, LoglikelihoodResult, ProgressCallback
+from auditlm.targets.base import (
+    GenerationParams,
+    LoglikelihoodRequest,
+    LoglikelihoodResult,
+    ProgressCallback,
+    prompt_seeds,
+)
 
 #: lm-eval's fallback context length when neither config nor tokenizer names one.
 DEFAULT_MAX_LENGTH = 2048
@@ -156,6 +162,37 @@ class _StopOnStrings(StoppingCriteria):
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+class _PerRowSampler(LogitsProcessor):
+    """Multinomial sampling with one random stream per row, as a logits processor for greedy ``generate``.
+
+    transformers' sampling draws every row of a batch from the global torch RNG (``torch.multinomial`` in
+    ``GenerationMixin._sample``), so a row's draw depends on the rows sampled with it. Here each row warps its
+    scores exactly as transformers' sampling would (temperature, then top-p, with transformers' warpers), draws
+    one token by inverting the cumulative distribution at a uniform number from its own CPU
+    ``torch.Generator`` (the same stream on every device), and returns scores that make that token the argmax,
+    so ``generate(do_sample=False)`` emits it.
+    """
+
+    def __init__(self, seeds: Sequence[int], temperature: float, top_p: float) -> None:
+        from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+        self.generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(temperature)]
+        if top_p < 1.0:
+            warpers.append(TopPLogitsWarper(top_p))
+        self.warpers = LogitsProcessorList(warpers)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = self.warpers(input_ids, scores.float()).softmax(dim=-1)
+        u = torch.stack([torch.rand((), dtype=torch.float64, generator=g) for g in self.generators])
+        cdf = probs.double().cumsum(dim=-1)
+        point = (u.to(cdf.device) * cdf[:, -1]).unsqueeze(-1)
+        token = torch.searchsorted(cdf, point, right=True).clamp_(max=probs.shape[-1] - 1)
+        # Rounding can land past the last token with probability > 0: take the most likely token instead.
+        token = torch.where(probs.gather(1, token) > 0, token, probs.argmax(dim=-1, keepdim=True))
+        return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
+
+
 class HFTarget:
     """A local or Hub causal language model loaded with ``transformers``.
 
@@ -223,7 +260,7 @@ class HFTarget:
         )
         self.prefix_sharing = bool(prefix_sharing)
         self._ll_cache: dict[LoglikelihoodRequest, LoglikelihoodResult] = {}
-        self._gen_cache: dict[tuple[str, GenerationParams], str] = {}
+        self._gen_cache: dict[tuple[str, GenerationParams, int | None], str] = {}
 
     def _load(
         self, spec: str, revision: str | None, dtype: str, trust_remote_code: bool, tokenizer: Any
@@ -334,6 +371,21 @@ class HFTarget:
         if add_special_tokens is None and string.startswith(self.tokenizer.decode(self.prefix_token_id)):
             kwargs["add_special_tokens"] = False
         return list(self.tokenizer.encode(string, **kwargs))
+
+    def split_first_token(self, text: str) -> tuple[str, str]:
+        """``(head, rest)`` with ``head + rest == text`` and ``head`` the text of ``text``'s first token.
+
+        Tokens are those of ``text`` encoded without special tokens. ``head`` grows by whole tokens until it
+        re-encodes to the same tokens (a token holding part of a multi-byte character cannot stand alone), so
+        ``loglikelihood([("", head), (head, rest)])`` scores the tokens of ``text`` (plus the tokenizer's own
+        special tokens in the second context, if it adds any), the first from the start token alone.
+        """
+        ids = self._tok_encode(text, add_special_tokens=False)
+        for k in range(1, len(ids)):
+            head = self.tokenizer.decode(ids[:k])
+            if text.startswith(head) and self._tok_encode(head, add_special_tokens=False) == ids[:k]:
+                return head, text[len(head) :]
+        return text, ""
 
     def _encode_request(self, context: str, continuation: str) -> _Encoded:
         if context == "":
@@ -631,33 +683,47 @@ class HFTarget:
         return ids[-keep:] or [self.prefix_token_id]
 
     def generate(
-        self, prompts: Sequence[str], params: GenerationParams, progress: ProgressCallback | None = None
+        self,
+        prompts: Sequence[str],
+        params: GenerationParams,
+        progress: ProgressCallback | None = None,
+        *,
+        seeds: Sequence[int] | None = None,
     ) -> list[str]:
-        """Generate a continuation per prompt: greedy when ``temperature == 0``, else seeded sampling.
+        """Generate a continuation per prompt: greedy when ``temperature == 0``, else sampled per prompt.
 
         Prompts are left-padded and batched longest first; the returned text holds only the new tokens
-        (special tokens skipped), cut before the first stop string.
+        (special tokens skipped), cut before the first stop string. A sampled prompt draws from its own random
+        stream seeded by its seed (:class:`_PerRowSampler`; seeds from
+        :func:`~auditlm.targets.base.prompt_seeds` when not given), so its text does not depend on the batch
+        size, the order of the prompts, an out-of-memory back-off or the rest of the call, up to floating-point
+        differences in the logits between batch shapes. Results are memoised per ``(prompt, params, seed)``
+        (greedy: per ``(prompt, params)``).
         """
         prompts = [str(p) for p in prompts]
-        counts: dict[str, int] = {}
-        for p in prompts:
-            counts[p] = counts.get(p, 0) + 1
-        todo = [p for p in counts if (p, params) not in self._gen_cache]
-        cached = len(prompts) - sum(counts[p] for p in todo)
+        sample = params.temperature > 0
+        keys = [
+            (p, s if sample else None) for p, s in zip(prompts, prompt_seeds(prompts, params, seeds), strict=True)
+        ]
+        counts: dict[tuple[str, int | None], int] = {}
+        for k in keys:
+            counts[k] = counts.get(k, 0) + 1
+        todo = [k for k in counts if (k[0], params, k[1]) not in self._gen_cache]
+        cached = len(keys) - sum(counts[k] for k in todo)
         if progress and cached:
             progress(cached)
 
-        encoded = [(p, self._prompt_ids(p, params)) for p in todo]
-        encoded.sort(key=lambda e: (-len(e[1]), tuple(e[1])))
+        encoded = [(k, self._prompt_ids(k[0], params)) for k in todo]
+        encoded.sort(key=lambda e: (-len(e[1]), tuple(e[1]), e[0][1] or 0))
         results = self._run_batched(
-            [ids for _, ids in encoded],
-            [counts[p] for p, _ in encoded],
+            [(ids, k[1]) for k, ids in encoded],
+            [counts[k] for k, _ in encoded],
             lambda chunk: self._gen_batch(chunk, params),
             progress,
         )
-        for (p, _), text in zip(encoded, results, strict=True):
-            self._gen_cache[(p, params)] = text
-        return [self._gen_cache[(p, params)] for p in prompts]
+        for (k, _), text in zip(encoded, results, strict=True):
+            self._gen_cache[(k[0], params, k[1])] = text
+        return [self._gen_cache[(p, params, s)] for p, s in keys]
 
     def _eos_ids(self) -> set[int]:
         eos = getattr(self.model.generation_config, "eos_token_id", None)
@@ -667,39 +733,41 @@ class HFTarget:
             return set()
         return set(eos) if isinstance(eos, (list, tuple)) else {int(eos)}
 
-    def _gen_batch(self, chunk: list[list[int]], params: GenerationParams) -> list[str]:
-        from transformers import GenerationConfig, StoppingCriteriaList
+    def _gen_batch(self, chunk: list[tuple[list[int], int | None]], params: GenerationParams) -> list[str]:
+        """Generate for a batch of ``(prompt ids, seed)``; the seed is ``None`` for greedy decoding."""
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
-        width = max(len(x) for x in chunk)
+        rows = [ids for ids, _ in chunk]
+        width = max(len(x) for x in rows)
         pad = self.tokenizer.pad_token_id
         if pad is None:
             pad = next(iter(self._eos_ids()), 0)
         ids = torch.tensor(
-            [[pad] * (width - len(x)) + x for x in chunk], dtype=torch.long, device=self.device
+            [[pad] * (width - len(x)) + x for x in rows], dtype=torch.long, device=self.device
         )
         mask = torch.tensor(
-            [[0] * (width - len(x)) + [1] * len(x) for x in chunk], dtype=torch.long, device=self.device
+            [[0] * (width - len(x)) + [1] * len(x) for x in rows], dtype=torch.long, device=self.device
         )
         eos_ids = self._eos_ids()
-        sample = params.temperature > 0
         gen_kwargs: dict[str, Any] = {
             "max_new_tokens": params.max_new_tokens,
-            "do_sample": sample,
+            "do_sample": False,
             "num_beams": 1,
             "pad_token_id": pad,
             "eos_token_id": sorted(eos_ids) or None,
         }
-        if sample:
-            gen_kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        processors = LogitsProcessorList()
+        if params.temperature > 0:
+            processors.append(_PerRowSampler([seed or 0 for _, seed in chunk], params.temperature, params.top_p))
         stopping = StoppingCriteriaList()
         if params.stop:
             stopping.append(_StopOnStrings(self.tokenizer, params.stop, width))
-        torch.manual_seed(params.seed)
         with torch.inference_mode():
             out = self.model.generate(
                 input_ids=ids,
                 attention_mask=mask,
                 generation_config=GenerationConfig(**gen_kwargs),
+                logits_processor=processors,
                 stopping_criteria=stopping,
             )
         texts = []
