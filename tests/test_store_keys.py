@@ -286,10 +286,10 @@ class _FailingTarget(FakeTarget):
         super().__init__(responder=_respond)
         self.ok = ok
 
-    def generate(self, prompts, params, progress=None):
+    def generate(self, prompts, params, progress=None, *, seeds=None):
         if len(self.gen_calls) + len(prompts) > self.ok:
             raise RuntimeError(f"backend refused the prompt about {NAME} <{EMAIL}>, SSN {SSN}, tel {PHONE}")
-        return super().generate(prompts, params, progress)
+        return super().generate(prompts, params, progress, seeds=seeds)
 
 
 def test_planted_pii_is_in_no_byte_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
