@@ -93,7 +93,7 @@ def _print_table(title: str, metrics, suites: list[dict[str, Any]]) -> None:
         ci = m.extra.get("ci", {})
         n = f"{m.n}"
         if ci.get("unit") not in (None, "item"):
-            n += f" ({ci.get('n_units')} {ci['unit']}s)"
+            n += f" ({ci.get('n_units')} {ci['unit'].removesuffix('_id')}s)"
         if m.extra.get("small_n"):
             n += " ⚠ small n"
         interval = f"[{_fmt(m.ci_low, m.metric)}, {_fmt(m.ci_high, m.metric)}]"
