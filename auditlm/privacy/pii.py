@@ -26,7 +26,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from auditlm.errors import AuditError, choices
-from auditlm.privacy.recognizers import dob_valid, find_dates, normalize_address, normalize_date
+from auditlm.privacy.recognizers import (
+    auditlm_recognizers,
+    dob_valid,
+    find_dates,
+    normalize_address,
+    normalize_date,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import tldextract
@@ -58,8 +64,8 @@ Kept: identifiers of a person (name, contact details, government and financial n
 person findable together with a name. ``US_STREET_ADDRESS`` and ``DATE_OF_BIRTH`` are auditlm's own recognizers
 (:mod:`auditlm.privacy.recognizers`): a USPS-style street line or PO box, and a calendar date with birth context
 ("born", "DOB", "date of birth") in the same sentence. Left out because they fire on ordinary model text far more
-often than on personal data: ``DATE_TIME`` (spaCy tags "today", years and most digit strings), ``NRP`` (nationalities, religions,
-political groups — demographic words the bias suites use on purpose), ``URL`` (also matches parts of every email
+often than on personal data: ``DATE_TIME`` (spaCy tags "today", years and most digit strings; a date next to birth
+context is ``DATE_OF_BIRTH``), ``NRP`` (nationalities, religions, political groups — demographic words the bias suites use on purpose), ``URL`` (also matches parts of every email
 address and every domain mention), ``ORGANIZATION`` (Presidio itself ignores it as too noisy), and the non-US
 national numbers (``UK_NHS`` matches about one in ten 10-digit US phone numbers by checksum alone).
 """
@@ -533,8 +539,6 @@ def _cached_engine(language: str) -> AnalyzerEngine:
         from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
         from presidio_analyzer.nlp_engine import NlpEngineProvider
         from presidio_analyzer.predefined_recognizers import EmailRecognizer
-
-        from auditlm.privacy.recognizers import auditlm_recognizers
 
         if not spacy.util.is_package(SPACY_MODEL):
             # Presidio would otherwise try ``spacy download``, which needs the network.

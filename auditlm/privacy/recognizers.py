@@ -4,7 +4,7 @@ Presidio ships no recognizer for either. ``US_STREET_ADDRESS`` is a :class:`~pre
 over the street-line grammar of USPS Publication 28 (house number, optional pre-direction, street name, a USPS
 street suffix from Appendix C1, optional post-direction and secondary unit such as ``Apt 4B`` or ``Suite 300``,
 optionally followed by ``City, ST 12345``), plus PO boxes; Presidio's lemma-based context words ("address",
-"live", "ship" …) raise its score. ``DATE_OF_BIRTH`` is a calendar date (ISO, numeric month/day/year, or with
+"live", "ship" …) raise its score, and so does spaCy naming a person or place inside the match. ``DATE_OF_BIRTH`` is a calendar date (ISO, numeric month/day/year, or with
 the month's name) that only counts next to birth context — "born", "birth" (so "date of birth", "birthday",
 "birthdate"), "DOB", "b." — in the same sentence. Presidio's ``DATE_TIME`` (spaCy's DATE label) fires on every
 "today" and year and stays out of the default entities; a date with birth context is personal data.
@@ -178,13 +178,6 @@ _BIRTH_ABBREV = re.compile(r"(?<![\w.])b\.\s*$")
 _CONTEXT_BEFORE = 48
 _CONTEXT_AFTER = 24
 _SENTENCE_END = re.compile(r"[.!?;]\s+(?=[A-Z\"'(])|\n")
-
-
-def _numeric_parts(text: str) -> list[int] | None:
-    parts = re.split(r"[-/.]", text.strip())
-    if len(parts) != 3 or not all(p.isdigit() for p in parts):
-        return None
-    return [int(p) for p in parts]
 
 
 def _full_year(part: str) -> int:
