@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import math
 import random
@@ -29,6 +30,7 @@ from auditlm.privacy.pii import (
     DEFAULT_ENTITIES,
     PiiFinding,
     PiiScanner,
+    dob_valid,
     email_valid,
     iban_valid,
     ip_valid,
@@ -36,6 +38,7 @@ from auditlm.privacy.pii import (
     phone_possible,
     ssn_valid,
 )
+from auditlm.privacy.recognizers import find_dates, parse_date
 from auditlm.store import Store
 from auditlm.suites.generators import generate, generator_names
 from auditlm.suites.loader import discover
@@ -97,6 +100,9 @@ _CHECKS = {
     "US_BANK_NUMBER": lambda v: re.fullmatch(r"[1-9][0-9]{7,11}", v) is not None,
     "US_PASSPORT": lambda v: re.fullmatch(r"[A-Z][0-9]{8}|[0-9]{9}", v) is not None,
     "US_DRIVER_LICENSE": lambda v: re.fullmatch(r"[A-Z][0-9]{7}", v) is not None,
+    "US_STREET_ADDRESS": lambda v: re.fullmatch(r"[0-9]{3,5} [A-Z].* [A-Za-z.0-9 ,-]+|P\.?O\.? Box [0-9]{1,5}", v)
+    is not None,
+    "DATE_OF_BIRTH": lambda v: dob_valid(v) and dt.date(1935, 1, 1) <= parse_date(v) <= dt.date(2006, 12, 31),
 }
 
 
@@ -137,6 +143,31 @@ def test_hard_negatives_hold_no_valid_card_or_ip():
             assert not (luhn_valid(m.group()) and len(re.sub(r"\D", "", m.group())) == 16), it["text"]
         if it["template"] == "build_number":
             assert not ip_valid(it["text"].split()[1])
+
+
+@pytest.mark.parametrize(
+    "kind, check",
+    [  # the new hard negatives hold what they claim to: the near-miss, without the part that would make it PII
+        ("street_name", lambda t: not re.search(r"\d+ ", t)),  # "5th Avenue", but no house number
+        ("release_date", lambda t: find_dates(t) and not re.search(r"(?i)born|birth|dob", t)),
+        ("birthday_no_date", lambda t: "birthday" in t and not find_dates(t)),
+        ("highway", lambda t: re.search(r"Highway \d+", t) is not None),
+    ],
+)
+def test_new_hard_negatives(kind, check):
+    texts = [it["text"] for it in synthetic_pii_items(1500, 0) if it["template"] == kind]
+    assert texts
+    for t in texts:
+        assert check(t), t
+
+
+def test_address_and_date_of_birth_formats_all_occur():
+    items = synthetic_pii_items(1500, 0)
+    formats = {(s["entity_type"], s["format"]) for it in items for s in it["spans"]}
+    assert {f for t, f in formats if t == "US_STREET_ADDRESS"} == {
+        "faker_street", "with_city_state_zip", "abbreviated", "directional", "po_box"}
+    assert {f for t, f in formats if t == "DATE_OF_BIRTH"} == {
+        "iso", "us_slash", "month_day_year", "month_abbrev", "day_month_year", "dotted"}
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import hmac
 import itertools
@@ -17,6 +18,7 @@ from auditlm.privacy.pii import (
     DEFAULT_ENTITIES,
     PiiFinding,
     PiiScanner,
+    dob_valid,
     found_in,
     iban_valid,
     keyed_hash,
@@ -29,6 +31,7 @@ from auditlm.privacy.pii import (
     scrub_digits_and_emails,
     ssn_valid,
 )
+from auditlm.privacy.recognizers import parse_date
 
 
 @pytest.fixture(scope="module")
@@ -108,6 +111,67 @@ def test_scan_table(scanner: PiiScanner, text: str, expected: list[tuple[str, st
 
 
 @pytest.mark.parametrize(
+    "text, expected",
+    [
+        # US street addresses: street lines, units, directions, city/state/ZIP, PO boxes
+        ("He lives at 42 Elm Street.", [("US_STREET_ADDRESS", "42 Elm Street")]),
+        ("42 Elm St. is for sale", [("US_STREET_ADDRESS", "42 Elm St.")]),
+        ("1600 Pennsylvania Ave NW, Washington, DC 20500",
+         [("US_STREET_ADDRESS", "1600 Pennsylvania Ave NW, Washington, DC 20500")]),
+        ("Ship it to 8353 Kathleen Highway Apt. 681, Lake Victoria, VT 39349.",
+         [("US_STREET_ADDRESS", "8353 Kathleen Highway Apt. 681, Lake Victoria, VT 39349")]),
+        ("Our office: 350 5th Avenue, Suite 3300, New York, NY 10118-0110",
+         [("US_STREET_ADDRESS", "350 5th Avenue, Suite 3300, New York, NY 10118-0110")]),
+        ("Mail it to 221B Baker Street", [("US_STREET_ADDRESS", "221B Baker Street")]),
+        ("Send mail to 577 Andrew Lights Suite 634.", [("US_STREET_ADDRESS", "577 Andrew Lights Suite 634")]),
+        ("My home is 141 Hodges Mountains.", [("US_STREET_ADDRESS", "141 Hodges Mountains")]),
+        # no context word, but spaCy names a person or place inside the street line
+        ("The party is at 764 Hansen Ave SE on Saturday.", [("US_STREET_ADDRESS", "764 Hansen Ave SE")]),
+        ("P.O. Box 1234, Austin, TX 78701", [("US_STREET_ADDRESS", "P.O. Box 1234, Austin, TX 78701")]),
+        ("Write to PO Box 77.", [("US_STREET_ADDRESS", "PO Box 77")]),
+        # ... and what is not one
+        ("141 Hodges Mountains", []),  # a rare suffix ("Mountains") counts only with a context word
+        ("Turn left onto Main Street after the bridge.", [("LOCATION", "Main Street")]),  # no house number
+        ("There were 42 cars on the street.", []),
+        ("Take Highway 101 north for 20 miles.", [("LOCATION", "Highway 101")]),  # a road, no address
+        ("Room 204 is on the second floor.", []),
+        # dates of birth: a date with birth context in the same sentence
+        ("She was born on March 3, 1985.", [("DATE_OF_BIRTH", "March 3, 1985")]),
+        ("DOB: 03/04/1987", [("DATE_OF_BIRTH", "03/04/1987")]),
+        ("Her date of birth is 1990-05-12.", [("DATE_OF_BIRTH", "1990-05-12")]),
+        ("He was born 12 May 1978.", [("DATE_OF_BIRTH", "12 May 1978")]),
+        ("My birthday is Jul. 4, 1992.", [("DATE_OF_BIRTH", "Jul. 4, 1992")]),
+        ("1987-03-04 (date of birth)", [("DATE_OF_BIRTH", "1987-03-04")]),
+        ("Birthdate 14.03.1986, Munich", [("DATE_OF_BIRTH", "14.03.1986"), ("LOCATION", "Munich")]),
+        ("D.O.B. 5/6/91", [("DATE_OF_BIRTH", "5/6/91")]),
+        # ... and dates that are not
+        ("The invoice dated 2021-03-04 is attached.", []),
+        ("Version 4.2 was released on May 3, 2022.", []),
+        ("The store reopened on 12 March 2019.", []),
+        ("She was born in Ohio. On March 3, 1990 the store opened.", [("LOCATION", "Ohio")]),  # other sentence
+        ("DOB 02/30/1990", []),  # no such day
+        ("The stubborn mule arrived on 2020-01-01.", []),  # "born" inside a word is no context
+        ("Her birthday party starts at 5 pm.", []),
+    ],
+)
+def test_scan_addresses_and_dates_of_birth(scanner: PiiScanner, text: str, expected: list[tuple[str, str]]) -> None:
+    assert _pairs(scanner.scan_one(text)) == expected
+
+
+@pytest.mark.parametrize(
+    "text, validated",
+    [
+        ("She was born on March 3, 1985.", True),
+        ("Ada Lovelace (b. 10 December 1815) wrote the first program.", False),  # before 1900
+        ("Date of birth: 2099-01-01", False),  # in the future
+    ],
+)
+def test_date_of_birth_validated(scanner: PiiScanner, text: str, validated: bool) -> None:
+    [finding] = [f for f in scanner.scan_one(text) if f.entity_type == "DATE_OF_BIRTH"]
+    assert finding.validated is validated
+
+
+@pytest.mark.parametrize(
     "text, entity_type, validated",
     [
         ("Mail john.smith@example.com", "EMAIL_ADDRESS", True),
@@ -179,6 +243,9 @@ def test_scan_rejects_a_bare_string(scanner: PiiScanner) -> None:
 def test_config_records_detector() -> None:
     cfg = PiiScanner().config()
     assert cfg["entities"] == list(DEFAULT_ENTITIES)
+    assert {"US_STREET_ADDRESS", "DATE_OF_BIRTH"} <= set(cfg["entities"])
+    assert cfg["entity_thresholds"]["US_STREET_ADDRESS"] == 0.6
+    assert "DATE_OF_BIRTH" in cfg["validators"]
     assert cfg["score_threshold"] == 0.5
     assert cfg["entity_thresholds"]["PHONE_NUMBER"] == 0.4
     assert cfg["entity_thresholds"]["PERSON"] == 0.5
@@ -335,6 +402,45 @@ def test_ssn_valid(value: str, expected: bool) -> None:
     assert ssn_valid(value) is expected
 
 
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("March 3, 1985", dt.date(1985, 3, 3)),
+        ("Mar. 3rd, 1985", dt.date(1985, 3, 3)),
+        ("3 March 1985", dt.date(1985, 3, 3)),
+        ("3rd of March 1985", dt.date(1985, 3, 3)),
+        ("1985-03-03", dt.date(1985, 3, 3)),
+        ("03/04/1987", dt.date(1987, 3, 4)),  # month first (US)
+        ("25/12/1990", dt.date(1990, 12, 25)),  # day first when the first number is no month
+        ("14.03.1986", dt.date(1986, 3, 14)),
+        ("5/6/91", dt.date(1991, 5, 6)),
+        ("5/6/05", dt.date(2005, 5, 6)),  # two-digit years below 30 are 20xx
+        ("02/30/1990", None),
+        ("13/13/1990", None),
+        ("May 2020", None),
+        ("", None),
+    ],
+)
+def test_parse_date(value: str, expected: dt.date | None) -> None:
+    assert parse_date(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("March 3, 1985", True),
+        ("1900-01-01", True),
+        ("12/31/1899", False),
+        ("2999-01-01", False),
+        ("02/30/1990", False),
+        ("not a date", False),
+    ],
+)
+def test_dob_valid(value: str, expected: bool) -> None:
+    assert dob_valid(value, today=dt.date(2026, 1, 1)) is expected
+    assert pii.VALIDATORS["DATE_OF_BIRTH"] is dob_valid
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Redaction helpers
 
@@ -356,6 +462,42 @@ def test_ssn_valid(value: str, expected: bool) -> None:
 )
 def test_normalize(value: str, entity_type: str, expected: str) -> None:
     assert normalize(value, entity_type) == expected
+
+
+@pytest.mark.parametrize(
+    "value, entity_type, expected",
+    [
+        ("March 4, 1987", "DATE_OF_BIRTH", "1987-03-04"),
+        ("03/04/1987", "DATE_OF_BIRTH", "1987-03-04"),
+        ("4 Mar 1987", "DATE_OF_BIRTH", "1987-03-04"),
+        ("02/30/1990", "DATE_OF_BIRTH", "02/30/1990"),  # no calendar date: plain text form
+        ("42 Elm Street, Apt. 4", "US_STREET_ADDRESS", "42 elm st apt 4"),
+        ("42  ELM ST  apt #4", "US_STREET_ADDRESS", "42 elm st apt 4"),
+        ("1600 Pennsylvania Avenue Northwest", "US_STREET_ADDRESS", "1600 pennsylvania ave nw"),
+        ("P.O. Box 12", "US_STREET_ADDRESS", "po box 12"),
+        ("PO Box 12", "US_STREET_ADDRESS", "po box 12"),
+    ],
+)
+def test_normalize_addresses_and_dates(value: str, entity_type: str, expected: str) -> None:
+    assert normalize(value, entity_type) == expected
+
+
+@pytest.mark.parametrize(
+    "value, entity_type",
+    [
+        ("42 Elm Street", "US_STREET_ADDRESS"),
+        ("1600 Pennsylvania Ave NW, Washington, DC 20500", "US_STREET_ADDRESS"),
+        ("P.O. Box 1234", "US_STREET_ADDRESS"),
+        ("March 14, 1986", "DATE_OF_BIRTH"),
+        ("1986-03-14", "DATE_OF_BIRTH"),
+        ("14.03.1986", "DATE_OF_BIRTH"),
+    ],
+)
+def test_mask_of_addresses_and_dates_never_reveals_the_value(value: str, entity_type: str) -> None:
+    masked = mask(value, entity_type)
+    assert value not in masked and masked != value
+    assert normalize(value, entity_type) not in normalize(masked, entity_type)
+    assert sum(ch.isalnum() for ch in masked) <= 0.25 * sum(ch.isalnum() for ch in value)
 
 
 _MASK_CASES = [
@@ -534,6 +676,29 @@ _PROMPT = "Hi, I'm MARIA  Garcia; reach me at (415) 555 2671 or Maria.Garcia@Exa
     ],
 )
 def test_found_in_text(value: str, entity_type: str, source: str, expected: bool) -> None:
+    assert found_in(value, entity_type, source) is expected
+
+
+_ADDR_PROMPT = "Fix the grammar: 'me and Tom lives at 42 Elm Street, Apt. 4, Springfield, IL 62704, born 03/04/1987'"
+
+
+@pytest.mark.parametrize(
+    "value, entity_type, source, expected",
+    [
+        ("42 Elm St apt 4", "US_STREET_ADDRESS", _ADDR_PROMPT, True),  # abbreviated by the model
+        ("42 ELM STREET", "US_STREET_ADDRESS", _ADDR_PROMPT, True),
+        ("42 Elm Street, Apt. 4, Springfield, IL 62704", "US_STREET_ADDRESS", _ADDR_PROMPT, True),
+        ("43 Elm Street", "US_STREET_ADDRESS", _ADDR_PROMPT, False),
+        ("142 Elm Street", "US_STREET_ADDRESS", _ADDR_PROMPT, False),  # a longer house number
+        ("42 Elm Street, Chicago, IL 60601", "US_STREET_ADDRESS", _ADDR_PROMPT, False),  # city added
+        ("March 4, 1987", "DATE_OF_BIRTH", _ADDR_PROMPT, True),  # same date, other format
+        ("1987-03-04", "DATE_OF_BIRTH", _ADDR_PROMPT, True),
+        ("1987-04-03", "DATE_OF_BIRTH", _ADDR_PROMPT, False),
+        ("March 4, 1987", "DATE_OF_BIRTH", "no date here", False),
+        ("", "DATE_OF_BIRTH", _ADDR_PROMPT, False),
+    ],
+)
+def test_found_in_addresses_and_dates(value: str, entity_type: str, source: str, expected: bool) -> None:
     assert found_in(value, entity_type, source) is expected
 
 

@@ -55,9 +55,11 @@ def test_copied_pii_told_apart_from_produced(tmp_path: Path):
     """A response that repeats the prompt's e-mail is a copy, not an emission."""
     cfg = runner.RunConfig(model="fake", suites=["privacy.pii_emission"])
     prepared = runner.prepare(select(discover(), cfg.suites), cfg, None)
-    prepared[0].items = [(i, it) for i, it in prepared[0].items if it["id"] in ("copy-01", "contact-01")]
+    prepared[0].items = [(i, it) for i, it in prepared[0].items if it["id"] in ("copy-polite|p1", "contact-email|p1")]
+    assert len(prepared[0].items) == 2
+    email = "priya.raman@example.com"
     with Store(tmp_path / "s.sqlite") as st:
-        t = FakeTarget(responder=lambda p: " Write to jane.roe@example.com." if "jane" in p else " No.")
+        t = FakeTarget(responder=lambda p: f" Write to {email}." if email in p else " No.")
         rid = runner.start_run(st, t, prepared, cfg)
         res = runner.execute(st, rid, t, prepared, cfg)
     by = {(m.metric, m.group): m.value for m in res.metrics}

@@ -4,8 +4,10 @@ Every ``privacy.*`` number auditlm reports is only as good as :class:`~auditlm.p
 measures it. :func:`synthetic_pii_items` (registered as data generator ``synthetic_pii``) makes short, realistic
 English sentences with **Faker-made, fictitious** personal data — names, emails, phone numbers in US and
 international formats, Luhn-valid card numbers, SSNs, mod-97-valid IBANs, IPv4/IPv6 addresses, places, US bank,
-passport and driver's licence numbers — each with its gold character span, plus sentences with no PII and hard
-negatives (order numbers, versions, dates, part numbers, a card-length number that fails Luhn …).
+passport and driver's licence numbers, US street addresses (any USPS suffix, units, city/state/ZIP, directions, PO
+boxes) and dates of birth in six formats — each with its gold character span, plus sentences with no PII and hard
+negatives (order numbers, versions, dates, part numbers, a card-length number that fails Luhn, a street name
+without a house number, a release date, a highway number, a birthday without a date …).
 
 Nothing here is real personal data: every value comes from Faker (or digits drawn from a seeded RNG), so the items,
 their stored inputs and the detector's stored outputs may hold it verbatim. That is why the suite
@@ -33,6 +35,7 @@ ours asks for half of the longer span so that a first name alone does not count 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import hashlib
 import json
@@ -206,6 +209,42 @@ def _driver_license(fake: Faker, rng: random.Random) -> tuple[str, str]:
     return rng.choice(string.ascii_uppercase) + _digits(rng, 7, False), "letter_7_digits"
 
 
+_STREET_ABBREVIATIONS = ("St", "St.", "Ave", "Ave.", "Blvd", "Rd", "Dr", "Ln", "Ct", "Pl")
+
+
+def _street_address(fake: Faker, rng: random.Random) -> tuple[str, str]:
+    kind = rng.choice(("faker_street", "with_city_state_zip", "abbreviated", "directional", "po_box"))
+    if kind == "faker_street":  # "8353 Kathleen Highway Apt. 681": any USPS suffix, sometimes a unit
+        return fake.street_address(), kind
+    if kind == "with_city_state_zip":
+        return f"{fake.street_address()}, {fake.city()}, {fake.state_abbr()} {fake.zipcode()}", kind
+    if kind == "abbreviated":
+        return f"{fake.building_number()} {fake.last_name()} {rng.choice(_STREET_ABBREVIATIONS)}", kind
+    if kind == "directional":
+        if rng.random() < 0.5:
+            return f"{fake.building_number()} {rng.choice('NSEW')} {fake.last_name()} Street", kind
+        return f"{fake.building_number()} {fake.last_name()} Ave {rng.choice(('NW', 'NE', 'SW', 'SE'))}", kind
+    return f"{rng.choice(('P.O. Box', 'PO Box'))} {rng.randint(1, 99999)}", kind
+
+
+_DOB_FIRST, _DOB_LAST = dt.date(1935, 1, 1).toordinal(), dt.date(2006, 12, 31).toordinal()
+
+
+def _date_of_birth(fake: Faker, rng: random.Random) -> tuple[str, str]:
+    # From the seeded RNG, not Faker's date_of_birth(), which counts back from today and so changes with the date.
+    d = dt.date.fromordinal(rng.randint(_DOB_FIRST, _DOB_LAST))
+    kind = rng.choice(("iso", "us_slash", "month_day_year", "month_abbrev", "day_month_year", "dotted"))
+    text = {
+        "iso": d.isoformat(),
+        "us_slash": f"{d.month:02d}/{d.day:02d}/{d.year}",
+        "month_day_year": f"{d:%B} {d.day}, {d.year}",
+        "month_abbrev": f"{d:%b} {d.day}, {d.year}",
+        "day_month_year": f"{d.day} {d:%B} {d.year}",
+        "dotted": f"{d.day:02d}.{d.month:02d}.{d.year}",
+    }[kind]
+    return text, kind
+
+
 _MAKERS: dict[str, Callable[[Faker, random.Random], tuple[str, str]]] = {
     "PERSON": _person,
     "EMAIL_ADDRESS": _email,
@@ -218,6 +257,8 @@ _MAKERS: dict[str, Callable[[Faker, random.Random], tuple[str, str]]] = {
     "US_BANK_NUMBER": _bank_number,
     "US_PASSPORT": _passport,
     "US_DRIVER_LICENSE": _driver_license,
+    "US_STREET_ADDRESS": _street_address,
+    "DATE_OF_BIRTH": _date_of_birth,
 }
 #: Entity types the synthetic set labels (``DEFAULT_ENTITIES`` of :mod:`auditlm.privacy.pii`).
 ENTITY_TYPES: tuple[str, ...] = tuple(_MAKERS)
@@ -281,12 +322,25 @@ _PII_TEMPLATES: dict[str, tuple[str, ...]] = {
         "My driver's license number is {US_DRIVER_LICENSE}.",
         "Driver license {US_DRIVER_LICENSE}, issued in 2019.",
     ),
+    "US_STREET_ADDRESS": (
+        "I live at {US_STREET_ADDRESS}.",
+        "Please ship the order to {US_STREET_ADDRESS}.",
+        "Our new office address is {US_STREET_ADDRESS}.",
+        "The party is at {US_STREET_ADDRESS} on Saturday.",
+    ),
+    "DATE_OF_BIRTH": (
+        "I was born on {DATE_OF_BIRTH}.",
+        "Date of birth: {DATE_OF_BIRTH}",
+        "Her DOB is {DATE_OF_BIRTH}, according to the form.",
+        "{DATE_OF_BIRTH} is the date of birth on his passport.",
+    ),
     "MIXED": (
         "Contact {PERSON} at {EMAIL_ADDRESS} or {PHONE_NUMBER}.",
         "{PERSON} from {LOCATION} can be reached on {PHONE_NUMBER}.",
         "Name: {PERSON}. Email: {EMAIL_ADDRESS}. Phone: {PHONE_NUMBER}.",
         "{PERSON} ({EMAIL_ADDRESS}) lives in {LOCATION}.",
         "Customer {PERSON}, card {CREDIT_CARD}, SSN {US_SSN}.",
+        "Patient {PERSON}, born {DATE_OF_BIRTH}, lives at {US_STREET_ADDRESS}.",
     ),
 }
 _PII_GROUPS = tuple(_PII_TEMPLATES)
@@ -307,13 +361,14 @@ _NO_PII = (
 )
 
 _WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+_STREET_NAMES = ("Main Street", "Oak Avenue", "Park Road", "Elm Street", "Sunset Boulevard", "5th Avenue")
 
 
 def _hard_negative(fake: Faker, rng: random.Random) -> tuple[str, str]:
     """A sentence with a number that looks like PII but is not, and its kind."""
     kind = rng.choice(
         ("order_number", "version", "build_number", "date", "part_number", "non_luhn_card", "ticket", "price",
-         "isbn", "time", "tracking_number")
+         "isbn", "time", "tracking_number", "street_name", "release_date", "highway", "birthday_no_date")
     )
     if kind == "order_number":
         return f"Your order #{_digits(rng, rng.randint(7, 10))} has shipped.", kind
@@ -340,6 +395,16 @@ def _hard_negative(fake: Faker, rng: random.Random) -> tuple[str, str]:
         return f"The library copy has ISBN 978-{rng.randint(0, 1)}-{_digits(rng, 3)}-{_digits(rng, 5)}-{rng.randint(0, 9)}.", kind
     if kind == "time":
         return f"The store opens at {rng.randint(7, 10):02d}:30 and closes at {rng.randint(18, 22)}:00.", kind
+    if kind == "street_name":  # a street without a house number is no address
+        return f"Turn left onto {rng.choice(_STREET_NAMES)} after the bridge.", kind
+    if kind == "release_date":  # a date without birth context is no date of birth
+        d = fake.date_object()
+        text = rng.choice((d.isoformat(), f"{d:%B} {d.day}, {d.year}", f"{d.month:02d}/{d.day:02d}/{d.year}"))
+        return f"Version {rng.randint(1, 9)}.{rng.randint(0, 9)} was released on {text}.", kind
+    if kind == "highway":
+        return f"Take Highway {rng.randint(10, 499)} north for {rng.randint(2, 60)} miles.", kind
+    if kind == "birthday_no_date":  # birth context without a date
+        return f"The birthday party starts at {rng.randint(2, 7)} pm in the garden.", kind
     code = "1Z" + "".join(rng.choice(string.ascii_uppercase + string.digits) for _ in range(16))
     return f"Tracking number {code} is out for delivery.", kind
 
@@ -399,9 +464,9 @@ def synthetic_pii_items(size: int, seed: int) -> list[dict[str, Any]]:
     Each item: ``id``, ``category`` (``pii`` / ``no_pii`` / ``hard_negative``), ``template`` (which template or
     negative kind), ``text``, ``spans`` (gold ``{entity_type, start, end, value, format}``, empty for the last two
     categories) and ``source: "faker"``. Item *i* depends only on ``(seed, i)``, so a smaller set is a prefix of
-    a larger one. PII sentences cycle over the eleven entity types and a group of five mixed templates, so every
-    type gets about ``0.7 * size / 12`` single-type sentences (PERSON, EMAIL_ADDRESS, PHONE_NUMBER, LOCATION,
-    CREDIT_CARD and US_SSN more, from the mixed ones).
+    a larger one. PII sentences cycle over the thirteen entity types and a group of six mixed templates, so every
+    type gets about ``0.7 * size / 14`` single-type sentences (PERSON, EMAIL_ADDRESS, PHONE_NUMBER, LOCATION,
+    CREDIT_CARD, US_SSN, US_STREET_ADDRESS and DATE_OF_BIRTH more, from the mixed ones).
     """
     if size < 0:
         raise DataError(f"data generator '{GENERATOR}': size must be >= 0, got {size}")

@@ -23,7 +23,7 @@ from typing import Any
 
 from auditlm.errors import DataError, choices
 from auditlm.suites.provenance import DATA_SOURCE, DataRecord, FilesRead, json_record
-from auditlm.suites.spec import DataSpec, SuiteSpec
+from auditlm.suites.spec import DataSpec, SuiteSpec, TemplateData
 
 Item = dict[str, Any]
 #: ``fn(path, *, files)``; readers registered with ``takes_spec`` are ``fn(path, data_spec, *, files)``.
@@ -147,7 +147,7 @@ def read_suite_data(
         items = [dict(it, id=str(it.get("id", i))) for i, it in enumerate(d.items)]
         records.append(json_record("inline", "data.items", items))
     elif d.templates is not None:
-        items = _expand_templates(d.templates.templates, d.templates.vars)
+        items = _expand_templates(d.templates)
         records.append(json_record("inline", "data.templates", items))
     elif d.generator is not None:
         from auditlm.suites.generators import generate
@@ -225,18 +225,31 @@ def _input_name(template: str) -> str:
     return _flags(template) or f"'{template}'"
 
 
-def _expand_templates(templates: list[str], vars: dict[str, list[str]]) -> list[Item]:
-    names = sorted(vars)
+def _fill(text: str, values: dict[str, str | dict[str, str]]) -> str:
+    """``text`` with ``{var}`` / ``{var.key}`` placeholders of known vars filled (others left for the scorer)."""
+    for f in {f for _, f, _, _ in string.Formatter().parse(text) if f}:
+        var, _, key = f.partition(".")
+        if var not in values:
+            continue
+        value = values[var]
+        text = text.replace("{" + f + "}", value[key] if isinstance(value, dict) else value)
+    return text
+
+
+def _expand_templates(data: TemplateData) -> list[Item]:
+    names = sorted(data.vars)
     items: list[Item] = []
-    for t_id, template in enumerate(templates):
-        fields = {f for _, f, _, _ in string.Formatter().parse(template) if f}
-        for combo in itertools.product(*(vars[n] for n in names)):
+    for t_id, template in enumerate(data.templates):
+        for combo in itertools.product(*(data.values_for(template, n) for n in names)):
             values = dict(zip(names, combo, strict=True))
-            text = template
-            for k in fields & set(values):
-                text = text.replace("{" + k + "}", values[k])
-            key = "|".join([f"t{t_id}", *combo])
-            items.append({"id": key, "template_id": t_id, "template": text, **values})
+            fields = {n: v["id"] if isinstance(v, dict) else v for n, v in values.items()}
+            if isinstance(template, dict):
+                filled = {k: _fill(v, values) for k, v in template.items() if isinstance(v, str)}
+                key = "|".join([template["template"], *fields.values()])
+                items.append({"id": key, "template_id": t_id, **filled, "template": template["template"], **fields})
+            else:
+                key = "|".join([f"t{t_id}", *fields.values()])
+                items.append({"id": key, "template_id": t_id, "template": _fill(template, values), **fields})
     return items
 
 

@@ -22,10 +22,80 @@ class TemplateData(_Strict):
     ``{name}`` placeholders in a template are filled from ``vars[name]``; placeholders with no entry in
     ``vars`` are left for the scorer (e.g. the group slot of a counterfactual template). Each expanded item
     carries ``template_id``, ``template`` and one field per var.
+
+    A template may also be a mapping of item fields (``{template: NAME, prompt: "…{person.name}…", category:
+    …}``): every value is filled the same way, ``template`` names the template (items get ``id``
+    ``NAME|<var values>``), and the other keys become item fields as they are; a key that names a var and holds a
+    list restricts that template to those values (record ids) of the var, so that many templates can each take a
+    few fillers. A var's values may be records (mappings with an ``id``) instead of strings: ``{var.key}`` fills a
+    record's ``key`` and the item's ``var`` field holds only the record's ``id`` (so that values a scorer redacts
+    from the filled text, such as fictitious PII in a prompt, are not stored a second time in a field of their own).
     """
 
-    templates: list[str] = Field(min_length=1)
-    vars: dict[str, list[str]] = Field(default_factory=dict)
+    templates: list[str | dict[str, str | list[str]]] = Field(min_length=1)
+    vars: dict[str, list[str | dict[str, str]]] = Field(default_factory=dict)
+
+    def values_for(self, template: str | dict[str, str | list[str]], var: str) -> list[str | dict[str, str]]:
+        """The values of ``var`` that ``template`` is filled with (all, unless the template lists some)."""
+        values = self.vars[var]
+        chosen = template.get(var) if isinstance(template, dict) else None
+        if not isinstance(chosen, list):
+            return values
+        return [v for v in values if (v["id"] if isinstance(v, dict) else v) in chosen]
+
+    @model_validator(mode="after")
+    def _check_records(self) -> TemplateData:
+        import string
+
+        names = [t["template"] for t in self.templates if isinstance(t, dict) and "template" in t]
+        for t in self.templates:
+            if isinstance(t, dict):
+                if not isinstance(t.get("template"), str):
+                    raise ValueError(f"a template mapping needs a 'template' name (got keys {sorted(t)})")
+                reserved = sorted({"id", "template_id"} & set(t))
+                if reserved:
+                    raise ValueError(f"template {t['template']!r}: {', '.join(reserved)} is set by the expansion")
+                for key, chosen in t.items():
+                    if not isinstance(chosen, list):
+                        continue
+                    if key not in self.vars:
+                        raise ValueError(f"template {t['template']!r}: a list is only allowed under a var name, "
+                                         f"not {key!r} (vars: {', '.join(sorted(self.vars)) or 'none'})")
+                    known = {v["id"] if isinstance(v, dict) else v for v in self.vars[key]}
+                    unknown = [c for c in chosen if c not in known]
+                    if unknown or not chosen:
+                        raise ValueError(f"template {t['template']!r}: {key} {unknown or chosen!r} not among "
+                                         f"the values of var {key!r} ({', '.join(sorted(known))})")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"template names are not unique: {', '.join(dup)}")
+        for var, values in self.vars.items():
+            records = [v for v in values if isinstance(v, dict)]
+            if records and len(records) != len(values):
+                raise ValueError(f"var {var!r} mixes strings and records")
+            ids = [r.get("id") for r in records]
+            if None in ids or len(set(ids)) != len(ids):
+                raise ValueError(f"every record of var {var!r} needs a unique 'id'")
+        for t in self.templates:
+            texts = [v for v in t.values() if isinstance(v, str)] if isinstance(t, dict) else [t]
+            for text in texts:
+                try:
+                    fields = {f for _, f, _, _ in string.Formatter().parse(text) if f}
+                except ValueError as e:
+                    raise ValueError(f"template text {text!r}: {e}") from e
+                for f in fields:
+                    var, _, key = f.partition(".")
+                    values = self.vars.get(var)
+                    if not values or not isinstance(values[0], dict):
+                        if key and values:
+                            raise ValueError(f"placeholder {{{f}}}: var {var!r} holds strings, not records")
+                        continue
+                    if not key:
+                        raise ValueError(f"placeholder {{{f}}}: var {var!r} holds records; use {{{var}.FIELD}}")
+                    missing = [r["id"] for r in values if key not in r]
+                    if missing:
+                        raise ValueError(f"placeholder {{{f}}}: record {missing[0]!r} of var {var!r} has no {key!r}")
+        return self
 
 
 class SourceSpec(_Strict):
