@@ -499,7 +499,9 @@ def test_reader_in_a_read_only_directory(monkeypatch: pytest.MonkeyPatch, tmp_pa
 
 def _suite_with_items(suite_id: str, items: list[dict[str, Any]]) -> LoadedSuite:
     s = discover()[suite_id]
-    data = s.spec.data.model_copy(update={"items": items})
+    unit = s.spec.metrics.resample_by  # each item its own resampling unit
+    items = [it if unit is None or unit in it else {**it, unit: it["id"]} for it in items]
+    data = s.spec.data.model_copy(update={"items": items, "templates": None})
     return LoadedSuite(s.spec.model_copy(update={"data": data}), s.path, s.digest)
 
 
