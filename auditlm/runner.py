@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from auditlm.errors import StoreError, SuiteSpecError, TargetError
+from auditlm.errors import DataError, StoreError, SuiteSpecError, TargetError
 from auditlm.metrics import MetricResult, stable_seed, stratified_subset
 from auditlm.scorers import LL, Gen, Output, Request, ScoreContext, get_scorer
 from auditlm.store import Store, new_run_id
@@ -62,11 +62,12 @@ class RunConfig:
 
 @dataclass
 class PreparedSuite:
-    """A suite with its selected items (after ``--limit``)."""
+    """A suite with its selected items (after ``--limit``) and the data folder they were read from."""
 
     suite: LoadedSuite
     items: list[tuple[int, dict[str, Any]]]
     total: int
+    data_dir: Path | None = None
 
 
 @dataclass
@@ -95,13 +96,16 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
         if scorer.needs_reference and config.reference_model is None:
             raise TargetError(f"suite {s.spec.id} needs --reference-model (a base model to compare against)")
         items = load_items(s.spec, data_dir, inputs=config.inputs, seed=config.seed)
+        missing = scorer.missing_data(data_dir)
+        if missing:
+            raise DataError(f"suite {s.spec.id}: {missing}")
         indexed = list(enumerate(items))
         if config.limit is not None and config.limit < len(items):
             gf = s.spec.group_fields
             groups = ["|".join(str(it[f]) for f in gf) for it in items] if gf else None
             keep = stratified_subset([it["id"] for it in items], groups, config.limit, config.seed)
             indexed = [indexed[i] for i in keep]
-        out.append(PreparedSuite(s, indexed, len(items)))
+        out.append(PreparedSuite(s, indexed, len(items), data_dir))
     return out
 
 
@@ -185,6 +189,7 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
                config: RunConfig, ctx: ScoreContext, progress: ProgressFactory | None) -> None:
     spec = p.suite.spec
     scorer = get_scorer(spec)
+    ctx = replace(ctx, data_dir=p.data_dir)
     scorer.context = ctx
     t0 = time.perf_counter()
     done = store.item_ids(run_id, spec.id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -61,11 +62,13 @@ Output = LoglikelihoodResult | str
 
 @dataclass(frozen=True)
 class ScoreContext:
-    """Run-level settings a scorer may need: whether raw PII may be stored, and the store's hash salt."""
+    """Run-level settings a scorer may need: whether raw PII may be stored, the store's hash salt, and the
+    benchmark data folder (``--data-dir`` / ``AUDITLM_DATA``) for files a scorer reads itself."""
 
     store_raw: bool = False
     salt: str = ""
     has_reference: bool = False
+    data_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -134,6 +137,12 @@ class Scorer:
 
     def check(self) -> None:
         """Extra validation of the suite against this scorer (called by the loader's contract test)."""
+
+    def missing_data(self, data_dir: Path | None) -> str | None:
+        """Why the suite cannot run with ``data_dir``, for a file the scorer reads itself beyond the suite's
+        ``data`` section (HONEST's lexicon), or None when nothing is missing. The reason is a short sentence:
+        the CLI records it as the ``detail`` of a skipped suite, or raises it for a suite named by id."""
+        return None
 
 
 def register_scorer(kind: str):
