@@ -12,11 +12,11 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from auditlm.errors import StoreError, SuiteSpecError, TargetError
+from auditlm.errors import DataError, StoreError, SuiteSpecError, TargetError
 from auditlm.metrics import MetricResult, stable_seed, stratified_subset
 from auditlm.scorers import LL, Gen, Output, Request, ScoreContext, get_scorer
 from auditlm.store import Store, new_run_id
@@ -65,13 +65,14 @@ class RunConfig:
 
 @dataclass
 class PreparedSuite:
-    """A suite with its selected items (after ``--limit``) and what they were read from (``data``: the probe
-    file first, then every data file, Hub split or generated set, :class:`DataRecord`)."""
+    """A suite with its selected items (after ``--limit``), what they were read from (``data``: the probe file
+    first, then every data file, Hub split or generated set, :class:`DataRecord`) and the data folder."""
 
     suite: LoadedSuite
     items: list[tuple[int, dict[str, Any]]]
     total: int
     data: list[DataRecord] = field(default_factory=list)
+    data_dir: Path | None = None
 
     @property
     def digest(self) -> str:
@@ -118,13 +119,17 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
         data = read_suite_data(s.spec, data_dir, inputs=config.inputs, seed=config.seed)
         items = data.items
         scorer.check_items(items)
+        missing = scorer.missing_data(data_dir)
+        if missing:
+            raise DataError(f"suite {s.spec.id}: {missing}")
         indexed = list(enumerate(items))
         if config.limit is not None and config.limit < len(items):
             gf = s.spec.group_fields
             groups = ["|".join(str(it[f]) for f in gf) for it in items] if gf else None
             keep = stratified_subset([it["id"] for it in items], groups, config.limit, config.seed)
             indexed = [indexed[i] for i in keep]
-        out.append(PreparedSuite(s, indexed, len(items), [s.record(), *data.records, *scorer.resources()]))
+        out.append(PreparedSuite(s, indexed, len(items), [s.record(), *data.records, *scorer.resources(data_dir)],
+                                 data_dir))
     return out
 
 
@@ -248,6 +253,7 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
                config: RunConfig, ctx: ScoreContext, progress: ProgressFactory | None) -> None:
     spec = p.suite.spec
     scorer = get_scorer(spec)
+    ctx = replace(ctx, data_dir=p.data_dir)
     scorer.context = ctx
     t0 = time.perf_counter()
     done = store.item_ids(run_id, spec.id)

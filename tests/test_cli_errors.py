@@ -46,6 +46,15 @@ def bad_probes(tmp_path: Path) -> Path:
     return d
 
 
+def _honest_data_without_lexicon(probes: Path) -> str:
+    d = probes.parent / "data" / "honest"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "en_template_binary.tsv").write_text(
+        "template_masked\traw\tidentity\tcategory\nthe woman is a [M].\t[I] is a [M]\tthe woman\tfemale\n"
+    )
+    return str(d.parent)
+
+
 CASES = {
     "malformed yaml": (lambda p, s: ["run", "--probes", str(p), "--store", str(s)], "malformed probe file"),
     "unknown suite": (lambda p, s: ["run", "--suite", "bias.nope", "--store", str(s)], "(valid: bias."),
@@ -67,12 +76,18 @@ CASES = {
     "unknown resume": (lambda p, s: ["run", "--resume", "nope", "--store", str(s)], "unknown run 'nope'"),
     "unknown builtin model": (lambda p, s: ["models", "pull", "gpt-17"], "smollm2-135m-instruct"),
     "needs data": (lambda p, s: ["run", "--suite", "bias.crows_pairs", "--store", str(s)], "pass --data-dir"),
+    "honest without lexicon": (lambda p, s: ["run", "--suite", "bias.honest", "--data-dir",
+                                             _honest_data_without_lexicon(p), "--store", str(s)],
+                               "suite bias.honest: HurtLex lexicon"),
+    "honest without data dir": (lambda p, s: ["run", "--suite", "bias.honest_k20", "--store", str(s)],
+                                "pass --data-dir"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_one_line_exit_2_store_intact(case, store_with_run, bad_probes, capsys, monkeypatch):
     monkeypatch.delenv("AUDITLM_DATA", raising=False)
+    monkeypatch.delenv("AUDITLM_HURTLEX", raising=False)
     argv_fn, expected = CASES[case]
     before = _digest(store_with_run)
     code, err = _run(argv_fn(bad_probes, store_with_run), capsys)

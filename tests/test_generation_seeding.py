@@ -141,9 +141,17 @@ def _honest_suite(k: int = 4) -> LoadedSuite:
 
 
 ITEMS = [
-    {"id": f"t{i}", "prompt": p, "set": "binary", "category": "female", "identity": "woman"}
+    {"id": f"t{i}", "prompt": p, "set": "binary", "category": "female", "identity": "woman", "raw": f"r{i}"}
     for i, p in enumerate(PROMPTS[:6])
 ]
+
+
+@pytest.fixture(autouse=True)
+def _lexicon(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """bias.honest needs a HurtLex file; a one-lemma lexicon stands in (the draws, not the scores, are tested)."""
+    lex = tmp_path / "hurtlex.tsv"
+    lex.write_text("lemma\tcategory\tlevel\nidiot\tdmc\tconservative\n")
+    monkeypatch.setenv("AUDITLM_HURTLEX", str(lex))
 
 
 def _completions(store: Store, run_id: str, suite_id: str) -> dict[str, list[str]]:

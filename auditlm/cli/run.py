@@ -60,6 +60,7 @@ def run(
     from auditlm import runner
     from auditlm.errors import SuiteSpecError
     from auditlm.report import parse_gate, summary
+    from auditlm.scorers import get_scorer
     from auditlm.suites.datasets import has_local_data, resolve_data_dir
     from auditlm.suites.loader import discover, select
     from auditlm.targets.registry import DEFAULT_MODEL, resolve
@@ -93,16 +94,26 @@ def run(
         if resume is not None:
             chosen = select(available, cfg.suites)
         elif suite:
-            chosen = select(available, list(suite))
+            # a suite named by its id must run (missing data is an error in prepare); one reached through its
+            # family ("--suite bias") is skipped, with the reason, when a file its scorer reads is missing
+            chosen = []
+            for s in select(available, list(suite)):
+                why = None if s.spec.id in suite else get_scorer(s.spec).missing_data(ddir)
+                if why:
+                    skipped[s.spec.id] = why
+                else:
+                    chosen.append(s)
         else:
             chosen = []
             for sid, s in sorted(available.items()):
                 if not s.spec.default:
                     continue
-                if has_local_data(s.spec, ddir):
-                    chosen.append(s)
-                else:
+                if not has_local_data(s.spec, ddir):
                     skipped[sid] = "no benchmark data (pass --data-dir or set AUDITLM_DATA)"
+                elif why := get_scorer(s.spec).missing_data(ddir):
+                    skipped[sid] = why
+                else:
+                    chosen.append(s)
         detector = available.get("privacy.pii_detector")
         if detector is not None and detector not in chosen and any(s.spec.family == "privacy" for s in chosen):
             chosen.append(detector)  # privacy results are printed next to the detector's own precision/recall

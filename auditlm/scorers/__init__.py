@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -65,8 +66,9 @@ Output = LoglikelihoodResult | str
 @dataclass(frozen=True)
 class ScoreContext:
     """Run-level settings a scorer may need: whether raw PII may be stored, the store's hash key, the run's
-    confidence level, and the main target's ``split_first_token`` (see :class:`~auditlm.targets.base.Target`)
-    when it has one.
+    confidence level, the benchmark data folder (``--data-dir`` / ``AUDITLM_DATA``) for files a scorer reads
+    itself, and the main target's ``split_first_token`` (see :class:`~auditlm.targets.base.Target`) when it has
+    one.
 
     ``key`` returns the store's HMAC key (:meth:`auditlm.store.Store.hash_key`); it is called only when a
     scorer hashes, so a run that hashes nothing never needs the key file.
@@ -77,6 +79,7 @@ class ScoreContext:
     has_reference: bool = False
     #: The run's ``--confidence``; None means each suite's ``metrics.confidence``.
     confidence: float | None = None
+    data_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     split_first_token: Callable[[str], tuple[str, str]] | None = None
 
@@ -198,10 +201,17 @@ class Scorer:
     def stat_kw(self, seed: int) -> dict[str, Any]:
         """Keyword arguments for :func:`auditlm.metrics.summarize`: confidence, resamples, seed and unit name."""
         return {"confidence": self.confidence, "n_boot": self.n_boot, "random_state": seed, "unit": self.unit}
-    def resources(self) -> list[DataRecord]:
+
+    def resources(self, data_dir: Path | None) -> list[DataRecord]:
         """Files the scorer itself reads that shape its scores (e.g. a lexicon), recorded with the run next to
         the suite's data files; none by default. Called after :meth:`check`."""
         return []
+
+    def missing_data(self, data_dir: Path | None) -> str | None:
+        """Why the suite cannot run with ``data_dir``, for a file the scorer reads itself beyond the suite's
+        ``data`` section (HONEST's lexicon), or None when nothing is missing. The reason is a short sentence:
+        the CLI records it as the ``detail`` of a skipped suite, or raises it for a suite named by id."""
+        return None
 
 
 def register_scorer(kind: str):

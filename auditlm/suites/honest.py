@@ -54,9 +54,11 @@ def read_honest(path: Path, *, files: FilesRead | None = None) -> list[Item]:
 
     Columns ``template_masked, identity, category`` (plus ``raw, number, type``, kept when present). An item
     carries ``set`` (``binary`` / ``queer_nonqueer``, from the file name), the template, its ``prompt``
-    (:func:`honest_prompt`) and the identity columns; its id is ``set-row``. Duplicate templates (the binary
-    file lists "the child" and "the young" under both female and male) stay separate items, as rows of
-    their categories.
+    (:func:`honest_prompt`), the identity columns and ``raw``, the template pattern that the identity terms
+    share ("[I] should work as a [M]"; the suites resample by it): the ``raw`` column, or, in a file without
+    one, the template with its identity term replaced by ``[I]``. Its id is ``set-row``. Duplicate
+    templates (the binary file lists "the child" and "the young" under both female and male) stay separate
+    items, as rows of their categories.
     """
     files = files or FilesRead()
     items: list[Item] = []
@@ -76,6 +78,7 @@ def read_honest(path: Path, *, files: FilesRead | None = None) -> list[Item]:
                     "prompt": honest_prompt(template),
                     "identity": row["identity"],
                     "category": row["category"],
+                    "raw": row.get("raw") or template.replace(row["identity"], "[I]", 1),
                 }
                 for extra in ("number", "type"):
                     if row.get(extra):
