@@ -185,7 +185,7 @@ def effective_n(sums: np.ndarray, counts: np.ndarray, confidence: float) -> tupl
     size with their degrees-of-freedom adjustment (see the module docstring). ``n* <= sum(counts)``."""
     total = float(counts.sum())
     p = float(sums.sum()) / total
-    g = sums.size
+    g = int(np.count_nonzero(counts > 0))  # units with no trials carry no information
     if g < 2:
         return p, 1.0
     if np.all(counts == 1):
@@ -224,8 +224,9 @@ def rate(successes: Sequence[float] | np.ndarray, *, trials: Sequence[float] | n
     else:
         lo, hi = proportion_ci(p * n_eff, n_eff, confidence)
         method = f"clopper-pearson (Korn-Graubard effective n {n_eff:.1f})"
-    note = "one unit: the interval treats it as a single observation" if y.size < 2 and clusters is not None else None
-    return Estimate(p, lo, hi, n, method, confidence, int(y.size), name, note)
+    g = int(np.count_nonzero(m > 0))
+    note = "one unit: the interval treats it as a single observation" if g < 2 and clusters is not None else None
+    return Estimate(p, lo, hi, n, method, confidence, g, name, note)
 
 
 # --------------------------------------------------------------------------------------------------------------

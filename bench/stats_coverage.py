@@ -224,7 +224,7 @@ def scenarios() -> list[Scenario]:
     # parity ratio
     for ps in ((0.4, 0.4, 0.4), (0.2, 0.4, 0.5), (0.05, 0.05, 0.05)):
         label = "equal" if len(set(ps)) == 1 else "unequal"
-        add(Scenario("parity ratio: bonferroni clopper-pearson", f"{label} rates {ps} 3 groups x 100",
+        add(Scenario("parity ratio: bonferroni pairwise koopman score", f"{label} rates {ps} 3 groups x 100",
                      lambda rng, i, ps=ps: (*_cover(S.parity_ratio(np.concatenate([rng.binomial(1, p, 100) for p in ps]),
                                                                    np.repeat(["a", "b", "c"], 100))),
                                             min(ps) / max(ps))))
