@@ -7,17 +7,186 @@ validated exactly like the built-in ones.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from yaml.composer import Composer
+from yaml.constructor import SafeConstructor
+from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
+from yaml.nodes import Node, ScalarNode, SequenceNode
+from yaml.resolver import Resolver
 
 from auditlm.errors import SuiteSpecError, choices
 from auditlm.suites.provenance import SUITE_SOURCE, DataRecord
 from auditlm.suites.spec import SuiteSpec
+
+#: A probe file larger than this is refused before it is read (the largest built-in one is ~30 kB).
+MAX_PROBE_BYTES = 5 * 1024 * 1024
+#: YAML nodes (scalars, lists, mappings) one probe file may hold, as written.
+MAX_YAML_NODES = 100_000
+#: Nodes a probe file may hold once every alias (``*name``) is expanded in place: bounds "billion laughs"
+#: files, whose few written nodes expand exponentially, before anything expands them.
+MAX_YAML_EXPANDED = 1_000_000
+#: How deeply lists and mappings may nest.
+MAX_YAML_DEPTH = 64
+
+
+class _YamlLimit(Exception):
+    """A probe file breaks a limit of :class:`_LimitedComposer` (the message says which, and where)."""
+
+
+class _LimitedComposer(Composer):
+    """PyYAML's composer with limits, checked while the node graph is built (before anything is constructed):
+    written nodes (:data:`MAX_YAML_NODES`), nodes after alias expansion (:data:`MAX_YAML_EXPANDED`), nesting depth
+    (:data:`MAX_YAML_DEPTH`), duplicate keys in a mapping, and no alias inside the collection it names (a
+    recursive anchor such as ``&x [1, *x]``, which has no finite value)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._n_nodes = 0
+        self._depth = 0
+        self._open: list[str | None] = []  # anchors of the collections being composed, outermost first
+        self._weight: dict[int, int] = {}  # id(collection node) -> its size with aliases expanded
+
+    def _size(self, node: Node) -> int:
+        return self._weight.get(id(node), 1)
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node:
+        line = lambda ev: ev.start_mark.line + 1 if ev.start_mark is not None else "?"  # noqa: E731
+        if self.check_event(AliasEvent):
+            ev = self.peek_event()
+            if ev.anchor in self._open:
+                raise _YamlLimit(f"line {line(ev)}: alias *{ev.anchor} refers to the collection that contains it "
+                                 "(a recursive anchor has no finite value)")
+            return super().compose_node(parent, index)
+        ev = self.peek_event()
+        self._n_nodes += 1
+        if self._n_nodes > MAX_YAML_NODES:
+            raise _YamlLimit(f"line {line(ev)}: more than {MAX_YAML_NODES:,} YAML nodes")
+        collection = isinstance(ev, SequenceStartEvent | MappingStartEvent)
+        if not collection:
+            return super().compose_node(parent, index)
+        if self._depth >= MAX_YAML_DEPTH:
+            raise _YamlLimit(f"line {line(ev)}: lists/mappings nested more than {MAX_YAML_DEPTH} deep")
+        self._depth += 1
+        self._open.append(ev.anchor)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+            self._open.pop()
+        if isinstance(node, SequenceNode):
+            size = 1 + sum(self._size(c) for c in node.value)
+        else:
+            size = 1 + sum(self._size(k) + self._size(v) for k, v in node.value)
+            seen: set[str] = set()
+            for k, _ in node.value:
+                if isinstance(k, ScalarNode) and k.value != "<<":
+                    if k.value in seen:
+                        raise _YamlLimit(f"line {line(k)}: key '{k.value}' appears twice in one mapping")
+                    seen.add(k.value)
+        if size > MAX_YAML_EXPANDED:
+            raise _YamlLimit(f"line {line(ev)}: expands to more than {MAX_YAML_EXPANDED:,} YAML nodes through "
+                             "aliases (*name)")
+        self._weight[id(node)] = size
+        return node
+
+
+try:  # libyaml's parser (fast) under the limited composer; the pure-Python parser where libyaml is missing
+    from yaml._yaml import CParser as _Parser
+
+    class _ProbeLoader(_LimitedComposer, _Parser, SafeConstructor, Resolver):  # type: ignore[misc, valid-type]
+        """Safe YAML loading with the limits of :class:`_LimitedComposer`."""
+
+        def __init__(self, stream: str) -> None:
+            _Parser.__init__(self, stream)
+            _LimitedComposer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+except ImportError:  # pragma: no cover - PyYAML built without libyaml
+    from yaml.parser import Parser
+    from yaml.reader import Reader
+    from yaml.scanner import Scanner
+
+    class _ProbeLoader(Reader, Scanner, Parser, _LimitedComposer, SafeConstructor, Resolver):  # type: ignore[no-redef]
+        """Safe YAML loading with the limits of :class:`_LimitedComposer`."""
+
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+            _LimitedComposer.__init__(self)
+            SafeConstructor.__init__(self)
+            Resolver.__init__(self)
+
+
+def _os_problem(e: OSError) -> str:
+    """What an OS error says about a path, in a few words."""
+    if isinstance(e, PermissionError):
+        return "permission denied"
+    if isinstance(e, IsADirectoryError):
+        return "is a directory, not a file"
+    if e.errno == errno.ELOOP:
+        return "is a symlink loop"
+    return (e.strerror or str(e)).lower()
+
+
+def read_probe_bytes(path: Path) -> bytes:
+    """The bytes of a probe file, refused (one-line :class:`SuiteSpecError`) when it is not a readable regular
+    file or is larger than :data:`MAX_PROBE_BYTES` (checked before reading)."""
+    try:
+        st = path.stat()
+        if stat.S_ISDIR(st.st_mode):
+            raise SuiteSpecError(f"probe path {path} is a directory, not a probe file (rename it: every *.yaml "
+                                 "under a probe directory must be a file)")
+        if not stat.S_ISREG(st.st_mode):
+            raise SuiteSpecError(f"probe path {path} is not a regular file")
+        if st.st_size > MAX_PROBE_BYTES:
+            raise SuiteSpecError(f"probe file {path} is {st.st_size:,} bytes, over the limit of "
+                                 f"{MAX_PROBE_BYTES:,} bytes for a probe file (put large data in a data file)")
+        with path.open("rb") as f:
+            raw = f.read(MAX_PROBE_BYTES + 1)
+    except FileNotFoundError as e:
+        what = "is a broken symlink" if path.is_symlink() else "does not exist"
+        raise SuiteSpecError(f"probe file {path} {what}") from e
+    except OSError as e:
+        raise SuiteSpecError(f"cannot read probe file {path}: {_os_problem(e)}") from e
+    if len(raw) > MAX_PROBE_BYTES:
+        raise SuiteSpecError(f"probe file {path} is over the limit of {MAX_PROBE_BYTES:,} bytes for a probe file")
+    return raw
+
+
+def parse_probe_yaml(raw: bytes, path: Path) -> Any:
+    """A probe file's YAML, safely and within the limits of :class:`_LimitedComposer` (UTF-8 text only)."""
+    if b"\x00" in raw:
+        raise SuiteSpecError(f"probe file {path} is a binary file (it holds NUL bytes), not YAML text")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise SuiteSpecError(f"probe file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
+                             f"{e.start})") from e
+    loader = _ProbeLoader(text)
+    try:
+        return loader.get_single_data()
+    except _YamlLimit as e:
+        raise SuiteSpecError(f"probe file {path} refused: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SuiteSpecError(f"malformed probe file {path}:{where}: {problem}") from e
+    except RecursionError:  # pragma: no cover - the depth limit comes first
+        raise SuiteSpecError(f"probe file {path} refused: nested too deeply") from None
+    finally:
+        loader.dispose()
 
 
 @dataclass(frozen=True)
@@ -56,24 +225,76 @@ def probe_dirs(extra: list[str | Path] | None = None) -> list[Path]:
     env = os.environ.get("AUDITLM_PROBES", "")
     for raw in [*(p for p in env.split(os.pathsep) if p), *(extra or [])]:
         p = Path(raw).expanduser()
-        if not p.is_dir():
-            raise SuiteSpecError(f"probe directory '{raw}' does not exist")
+        try:
+            st = p.stat()
+        except FileNotFoundError:
+            what = "is a broken symlink" if p.is_symlink() else "does not exist"
+            raise SuiteSpecError(f"probe directory '{raw}' {what}") from None
+        except OSError as e:
+            raise SuiteSpecError(f"probe directory '{raw}': {_os_problem(e)}") from None
+        if not stat.S_ISDIR(st.st_mode):
+            raise SuiteSpecError(f"probe directory '{raw}' is a file, not a directory (pass the directory that "
+                                 "holds the probe files)")
         dirs.append(p)
     return dirs
+
+
+def probe_files(root: Path) -> list[Path]:
+    """Every ``*.yaml`` under ``root``, in sorted order, following symlinks; a symlink loop, a broken symlink
+    named ``*.yaml``, a directory named ``*.yaml`` or a directory that cannot be listed is a one-line
+    :class:`SuiteSpecError` naming the path."""
+    found: list[Path] = []
+    seen: dict[tuple[int, int], Path] = {}
+
+    def walk(d: Path) -> None:
+        try:
+            st = d.stat()
+        except OSError as e:
+            raise SuiteSpecError(f"probe directory {d}: {_os_problem(e)}") from None
+        key = (st.st_dev, st.st_ino)
+        if key in seen:
+            raise SuiteSpecError(f"symlink loop in the probe directory: {d} leads back to {seen[key]}")
+        seen[key] = d
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError as e:
+            raise SuiteSpecError(f"cannot list probe directory {d}: {_os_problem(e)}") from None
+        for entry in entries:
+            p = Path(entry.path)
+            try:
+                is_dir = entry.is_dir()  # follows symlinks
+            except OSError as e:
+                problem = _os_problem(e)
+                raise SuiteSpecError(f"probe path {p} {problem}" if e.errno == errno.ELOOP else
+                                     f"probe path {p}: {problem}") from None
+            if entry.is_symlink() and not is_dir:
+                try:
+                    p.stat()
+                except OSError as e:
+                    if e.errno == errno.ELOOP:
+                        raise SuiteSpecError(f"probe path {p} is a symlink loop") from None
+                    if entry.name.endswith(".yaml"):
+                        raise SuiteSpecError(f"probe file {p} is a broken symlink") from None
+                    continue
+            if entry.name.endswith(".yaml"):
+                if is_dir:
+                    raise SuiteSpecError(f"probe path {p} is a directory, not a probe file (every *.yaml under "
+                                         "a probe directory must be a file)")
+                found.append(p)
+            elif is_dir:
+                walk(p)
+        del seen[key]
+
+    walk(root)
+    return found
 
 
 def load_file(path: Path) -> LoadedSuite:
     """Parse and validate one probe file; every problem becomes a one-line :class:`SuiteSpecError`."""
     from auditlm.scorers import scorer_kinds
 
-    raw = path.read_bytes()
-    try:
-        data = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SuiteSpecError(f"malformed probe file {path}:{where}: {problem}") from e
+    raw = read_probe_bytes(path)
+    data = parse_probe_yaml(raw, path)
     if not isinstance(data, dict):
         raise SuiteSpecError(f"malformed probe file {path}: expected a mapping at the top level")
     try:
@@ -96,7 +317,7 @@ def discover(extra: list[str | Path] | None = None) -> dict[str, LoadedSuite]:
     """All suites by id. Two files declaring the same id is an error."""
     found: dict[str, LoadedSuite] = {}
     for d in probe_dirs(extra):
-        for path in sorted(d.rglob("*.yaml")):
+        for path in probe_files(d):
             suite = load_file(path)
             if suite.spec.id in found:
                 raise SuiteSpecError(
