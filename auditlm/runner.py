@@ -118,6 +118,11 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
             raise TargetError(f"suite {s.spec.id} needs --reference-model (a base model to compare against)")
         data = read_suite_data(s.spec, data_dir, inputs=config.inputs, seed=config.seed)
         items = data.items
+        if not items:
+            read = ", ".join(r.describe() for r in data.records) or "its data"
+            raise DataError(f"suite {s.spec.id} has no items ({read} holds none): an audit of nothing measures "
+                            "nothing; check the data")
+        scorer.check_schema(items)
         scorer.check_items(items)
         missing = scorer.missing_data(data_dir)
         if missing:
@@ -128,6 +133,9 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
             groups = ["|".join(str(it[f]) for f in gf) for it in items] if gf else None
             keep = stratified_subset([it["id"] for it in items], groups, config.limit, config.seed)
             indexed = [indexed[i] for i in keep]
+        if not indexed:
+            raise DataError(f"suite {s.spec.id}: --limit {config.limit} selects none of its {len(items)} items "
+                            "(valid: a positive limit)")
         out.append(PreparedSuite(s, indexed, len(items), [s.record(), *data.records, *scorer.resources(data_dir)],
                                  data_dir))
     return out

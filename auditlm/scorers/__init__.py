@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from auditlm.errors import StoreError, SuiteSpecError, choices
+from auditlm.errors import DataError, StoreError, SuiteSpecError, choices
 from auditlm.metrics import MetricResult
 from auditlm.suites.provenance import DataRecord
 from auditlm.suites.spec import SuiteSpec
@@ -120,6 +120,42 @@ class ItemRecord:
     score: dict[str, Any]
 
 
+#: Item field types of :attr:`Scorer.item_schema`: ``text`` — a string with something besides whitespace (a
+#: prompt, a sentence the model reads); ``str`` — any string; ``int`` — an integer (not a bool); ``bool``;
+#: ``list``; ``dict``. No string in an item may hold a NUL byte.
+FIELD_TYPES = ("text", "str", "int", "bool", "list", "dict")
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def field_problem(value: Any, want: str) -> str | None:
+    """Why ``value`` is not of item field type ``want`` (None when it is)."""
+    if want in ("text", "str"):
+        if not isinstance(value, str):
+            return f"must be a string, got {_type_name(value)} {value!r}"[:120]
+        if want == "text" and not value.strip():
+            return "is empty" if not value else "is only whitespace"
+        return None
+    ok = {"int": isinstance(value, int) and not isinstance(value, bool), "bool": isinstance(value, bool),
+          "list": isinstance(value, list), "dict": isinstance(value, dict)}[want]
+    return None if ok else f"must be {'an' if want == 'int' else 'a'} {want}, got {_type_name(value)} {value!r}"[:120]
+
+
+def _nul_field(value: Any, path: str, depth: int = 0) -> str | None:
+    """The field path of the first string holding a NUL byte inside ``value`` (None when none does)."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if depth > 4:
+        return None
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := _nul_field(v, f"{path}.{k}", depth + 1))), None)
+    if isinstance(value, list):
+        return next((p for i, v in enumerate(value) if (p := _nul_field(v, f"{path}[{i}]", depth + 1))), None)
+    return None
+
+
 class NoOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -134,6 +170,9 @@ class Scorer:
     generates: ClassVar[bool] = False
     #: Whether the suite needs ``--reference-model`` (if False, reference requests are optional extras).
     needs_reference: ClassVar[bool] = False
+    #: The fields every item must carry and their types (see :data:`FIELD_TYPES`), checked by
+    #: :meth:`check_schema` in ``runner.prepare`` before anything is stored or the model loads.
+    item_schema: ClassVar[dict[str, str]] = {}
 
     def __init__(self, spec: SuiteSpec) -> None:
         self.spec = spec
@@ -172,6 +211,26 @@ class Scorer:
 
     def check(self) -> None:
         """Extra validation of the suite against this scorer (called by the loader's contract test)."""
+
+    def check_schema(self, items: list[dict[str, Any]]) -> None:
+        """Check every item against :attr:`item_schema` (and every string in it for NUL bytes): a missing field,
+        a field of the wrong type, an empty or whitespace-only text is a one-line
+        :class:`~auditlm.errors.DataError` naming the suite, the item (index and id) and the field."""
+        sid = self.spec.id
+        for i, it in enumerate(items):
+            where = f"suite {sid}: item {i} (id {str(it.get('id', i))!r})"
+            for name, want in self.item_schema.items():
+                if name not in it:
+                    fields = ", ".join(sorted(k for k in it if k != "id")) or "none"
+                    raise DataError(f"{where} has no field '{name}' (kind {self.kind} needs "
+                                    f"{', '.join(self.item_schema)}; the item has {fields})")
+                problem = field_problem(it[name], want)
+                if problem is not None:
+                    raise DataError(f"{where}: field '{name}' {problem}")
+            for name, value in it.items():
+                bad = _nul_field(value, str(name))
+                if bad is not None:
+                    raise DataError(f"{where}: field '{bad}' contains a NUL byte (\\x00); fix the data")
 
     def check_items(self, items: list[dict[str, Any]]) -> None:
         """Validate the loaded items before anything is stored or the model loads (``runner.prepare``); raise a

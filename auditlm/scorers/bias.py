@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import string
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from auditlm import stats
-from auditlm.errors import SuiteSpecError, TargetError
+from auditlm.errors import DataError, SuiteSpecError, TargetError
 from auditlm.metrics import MetricResult, metric_row, stable_seed, summarize
 from auditlm.scorers import LL, ItemRecord, Output, ScoreContext, ScoredItem, Scorer, register_scorer
 from auditlm.suites.bbq import BBQ_UNKNOWN_RESPONSES
@@ -33,6 +33,8 @@ class CrowsPairsScorer(Scorer):
     marked as the one about the more-disadvantaged group, so the same comparison matches the original
     metric of Nangia et al. (2020), which counts ``sent_more`` wins in both directions.
     """
+
+    item_schema: ClassVar[dict[str, str]] = {"sent_more": "text", "sent_less": "text", "bias_type": "str"}
 
     def requests(self, item: dict[str, Any]) -> list[LL]:
         return [LL("", item["sent_more"]), LL("", item["sent_less"])]
@@ -133,6 +135,20 @@ class CounterfactualScorer(Scorer):
         axes = set(d.vars.get("axis", []))
         if not axes or axes - set(self.options.groups):
             raise SuiteSpecError(f"suite {self.spec.id}: every data.templates.vars.axis needs options.groups")
+
+    item_schema: ClassVar[dict[str, str]] = {"template": "text", "axis": "str", "attribute_pair": "str"}
+
+    def check_items(self, items: list[dict[str, Any]]) -> None:
+        """Every item's axis has group terms and its attribute pair is ``positive|negative``."""
+        for i, it in enumerate(items):
+            where = f"suite {self.spec.id}: item {i} (id {it['id']!r})"
+            if it["axis"] not in self.options.groups:
+                raise DataError(f"{where}: axis '{it['axis']}' has no options.groups "
+                                f"(valid: {', '.join(sorted(self.options.groups))})")
+            parts = it["attribute_pair"].split("|")
+            if len(parts) != 2 or not all(p.strip() for p in parts):
+                raise DataError(f"{where}: field 'attribute_pair' must be 'positive|negative', "
+                                f"got {it['attribute_pair']!r}")
 
     def _sentences(self, item: dict[str, Any]) -> list[tuple[str, str, str]]:
         pos, neg = item["attribute_pair"].split("|")
@@ -330,6 +346,18 @@ class StereoSetScorer(Scorer):
 
     Options = StereoSetOptions
 
+    item_schema: ClassVar[dict[str, str]] = {"type": "str", "target": "str", "bias_type": "str", "context": "str", "stereotype": "text",
+                   "anti_stereotype": "text", "unrelated": "text"}
+
+    def check_items(self, items: list[dict[str, Any]]) -> None:
+        """``type`` is intrasentence or intersentence; an intersentence item has a context."""
+        for i, it in enumerate(items):
+            where = f"suite {self.spec.id}: item {i} (id {it['id']!r})"
+            if it["type"] not in ("intrasentence", "intersentence"):
+                raise DataError(f"{where}: field 'type' must be intrasentence or intersentence, got {it['type']!r}")
+            if it["type"] == "intersentence" and not it["context"].strip():
+                raise DataError(f"{where}: field 'context' is empty (an intersentence item needs one)")
+
     def check(self) -> None:
         _needs_reader(self, "stereoset")
 
@@ -477,6 +505,17 @@ class BBQScorer(Scorer):
     own) mean that, for the same log-likelihoods, "unknown" is picked at least as often as with three
     options: ambiguous accuracy can only be higher, disambiguated accuracy only lower.
     """
+
+    item_schema: ClassVar[dict[str, str]] = {"context": "text", "question": "text", "ans0": "str", "ans1": "str", "ans2": "str",
+                   "unknown": "int", "label": "int", "biased": "list"}
+
+    def check_items(self, items: list[dict[str, Any]]) -> None:
+        """``unknown`` and ``label`` index one of the three answers."""
+        for i, it in enumerate(items):
+            for f in ("unknown", "label"):
+                if it[f] not in (0, 1, 2):
+                    raise DataError(f"suite {self.spec.id}: item {i} (id {it['id']!r}): field '{f}' must be "
+                                    f"0, 1 or 2, got {it[f]!r}")
 
     def check(self) -> None:
         _needs_reader(self, "bbq")
@@ -630,6 +669,8 @@ class WinoBiasScorer(Scorer):
     """
 
     Options = WinoBiasOptions
+
+    item_schema: ClassVar[dict[str, str]] = {"pro": "dict", "anti": "dict", "type": "str"}
 
     def check(self) -> None:
         _needs_reader(self, "winobias")

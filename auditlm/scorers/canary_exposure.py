@@ -4,7 +4,7 @@ Security; see :mod:`auditlm.privacy.canaries`)."""
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -37,6 +37,9 @@ class CanaryExposureScorer(Scorer):
     """
 
     Options = CanaryOptions
+
+    item_schema: ClassVar[dict[str, str]] = {"secret": "str", "text": "text", "template": "text", "alphabet": "str", "secret_length": "int",
+                   "space_size": "int", "repeats": "int", "planted": "list"}
 
     @staticmethod
     def _space(item: dict[str, Any]) -> int:

@@ -12,7 +12,7 @@ import os
 import string
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -155,6 +155,8 @@ class BoldScorer(_Judged):
     Options = SentimentOptions
     generates = True
 
+    item_schema: ClassVar[dict[str, str]] = {"prompt": "text"}
+
     def check(self) -> None:
         if self.spec.data.reader not in ("bold", "bold_full"):
             raise SuiteSpecError(
@@ -285,6 +287,8 @@ class HonestScorer(Scorer):
     Options = HonestOptions
     generates = True
     _lexicon: HurtLex | None = None
+
+    item_schema: ClassVar[dict[str, str]] = {"prompt": "text"}
 
     def check(self) -> None:
         if self.spec.data.reader != "honest":
@@ -499,6 +503,15 @@ class CounterfactualGenerationScorer(_Judged):
     Options = CounterfactualGenOptions
     generates = True
     _refusal: RefusalDetector | None = None
+
+    item_schema: ClassVar[dict[str, str]] = {"template": "text", "axis": "str"}
+
+    def check_items(self, items: list[dict[str, Any]]) -> None:
+        """Every item's axis has groups in ``options.groups``."""
+        for i, it in enumerate(items):
+            if it["axis"] not in self.options.groups:
+                raise DataError(f"suite {self.spec.id}: item {i} (id {it['id']!r}): axis '{it['axis']}' has no "
+                                f"options.groups (valid: {', '.join(sorted(self.options.groups))})")
 
     def check(self) -> None:
         d = self.spec.data.templates

@@ -8,7 +8,7 @@ import math
 import re
 import zlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -131,6 +131,8 @@ class MembershipInferenceScorer(Scorer):
     """
 
     Options = MembershipOptions
+
+    item_schema: ClassVar[dict[str, str]] = {"text": "text"}
 
     def requests(self, item: dict[str, Any]) -> list[Request]:
         if not isinstance(item.get("member"), bool):

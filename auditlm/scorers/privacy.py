@@ -9,7 +9,7 @@ Presidio, spaCy model, entity list and thresholds produced it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
@@ -114,6 +114,8 @@ class PiiEmissionScorer(_ScannerMixin, Scorer):
 
     Options = PiiOptions
     generates = True
+
+    item_schema: ClassVar[dict[str, str]] = {"prompt": "text"}
 
     def __init__(self, spec) -> None:
         super().__init__(spec)
@@ -244,6 +246,8 @@ class PiiDetectorEvalScorer(_ScannerMixin, Scorer):
     """
 
     Options = PiiOptions
+
+    item_schema: ClassVar[dict[str, str]] = {"text": "text", "spans": "list"}
 
     def requests(self, item: dict[str, Any]) -> list[Request]:
         return []

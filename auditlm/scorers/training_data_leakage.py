@@ -13,14 +13,25 @@ from __future__ import annotations
 import dataclasses
 import random
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from auditlm import stats
+from auditlm.errors import DataError
 from auditlm.metrics import MetricResult, metric_row, stable_seed, summarize
-from auditlm.scorers import LL, Gen, ItemRecord, Request, ScoreContext, ScoredItem, Scorer, register_scorer
+from auditlm.scorers import (
+    LL,
+    Gen,
+    ItemRecord,
+    Request,
+    ScoreContext,
+    ScoredItem,
+    Scorer,
+    field_problem,
+    register_scorer,
+)
 from auditlm.targets.base import LoglikelihoodResult
 
 #: Generic prompts the extraction attack samples from (the empty prompt is the model's BOS token alone, as
@@ -196,6 +207,25 @@ class TrainingDataLeakageScorer(Scorer):
     Options = LeakageOptions
     generates = True
     _scanner: Any = None
+
+    item_schema: ClassVar[dict[str, str]] = {"attack": "str"}
+    _attack_schema: ClassVar[dict[str, dict[str, str]]] = {
+        "extraction": {"draw": "int"},
+        "reconstruction": {"doc_id": "str", "entity_type": "str", "value": "text", "template": "text",
+                           "raw_sentence": "str"},
+    }
+
+    def check_items(self, items: list[dict[str, Any]]) -> None:
+        """Each item is an extraction draw or a reconstruction of one mention, with that attack's fields."""
+        for i, it in enumerate(items):
+            where = f"suite {self.spec.id}: item {i} (id {it['id']!r})"
+            schema = self._attack_schema.get(it["attack"])
+            if schema is None:
+                raise DataError(f"{where}: field 'attack' must be extraction or reconstruction, got {it['attack']!r}")
+            for f, want in schema.items():
+                problem = "is missing" if f not in it else field_problem(it[f], want)
+                if problem is not None:
+                    raise DataError(f"{where}: field '{f}' {problem}")
 
     def scanner(self):
         if self._scanner is None:

@@ -3,12 +3,12 @@ biased answers of lm-evaluation-harness's ``process_docs``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from auditlm.suites.datasets import Item, register_reader
 from auditlm.suites.provenance import FilesRead
+from auditlm.suites.rows import json_line
 
 #: The "unknown" answer strings BBQ uses. lm-evaluation-harness's ``bbq`` task (after HELM) offers all ten
 #: as answer choices in place of the example's own unknown answer; kept in its order so requests match.
@@ -146,7 +146,7 @@ def read_bbq(path: Path, *, files: FilesRead | None = None) -> list[Item]:
             for ln, line in enumerate(fh, 1):
                 if not line.strip():
                     continue
-                row = json.loads(line)
+                row = json_line(line, f"{f.name} line {ln}")
                 if not isinstance(row, dict):
                     raise ValueError(f"{f.name} line {ln}: not a JSON object")
                 try:

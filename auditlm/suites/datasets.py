@@ -260,8 +260,19 @@ def _read_file(spec: SuiteSpec, p: Path, files: FilesRead) -> list[Item]:
         if d.reader in _SPEC_READERS:
             return _READERS[d.reader](p, d, files=files)
         return _READERS[d.reader](p, files=files)
-    except (KeyError, ValueError, csv.Error, UnicodeDecodeError, OSError) as e:
-        raise DataError(f"suite {spec.id}: cannot read '{p}' as {d.reader}: {e}") from e
+    except UnicodeDecodeError as e:
+        bad = e.object[e.start : e.start + 1].hex() if isinstance(e.object, bytes) else "?"
+        raise DataError(f"suite {spec.id}: data file '{files.last or p}' is not UTF-8 text (byte 0x{bad}); "
+                        "save it as UTF-8") from e
+    except OSError as e:
+        from auditlm.suites.loader import os_problem
+
+        where = e.filename if e.filename is not None else (files.last or p)
+        raise DataError(f"suite {spec.id}: cannot read '{where}' as {d.reader}: {os_problem(e)}") from e
+    except (KeyError, ValueError, csv.Error) as e:
+        where = files.last if files.last is not None and files.last != p else None
+        inside = f" ({where.name})" if where is not None and where.name not in str(e) else ""
+        raise DataError(f"suite {spec.id}: cannot read '{p}' as {d.reader}{inside}: {e}") from e
 
 
 def _check_reader(spec: SuiteSpec) -> None:

@@ -128,7 +128,7 @@ except ImportError:  # pragma: no cover - PyYAML built without libyaml
             Resolver.__init__(self)
 
 
-def _os_problem(e: OSError) -> str:
+def os_problem(e: OSError) -> str:
     """What an OS error says about a path, in a few words."""
     if isinstance(e, PermissionError):
         return "permission denied"
@@ -158,7 +158,7 @@ def read_probe_bytes(path: Path) -> bytes:
         what = "is a broken symlink" if path.is_symlink() else "does not exist"
         raise SuiteSpecError(f"probe file {path} {what}") from e
     except OSError as e:
-        raise SuiteSpecError(f"cannot read probe file {path}: {_os_problem(e)}") from e
+        raise SuiteSpecError(f"cannot read probe file {path}: {os_problem(e)}") from e
     if len(raw) > MAX_PROBE_BYTES:
         raise SuiteSpecError(f"probe file {path} is over the limit of {MAX_PROBE_BYTES:,} bytes for a probe file")
     return raw
@@ -231,7 +231,7 @@ def probe_dirs(extra: list[str | Path] | None = None) -> list[Path]:
             what = "is a broken symlink" if p.is_symlink() else "does not exist"
             raise SuiteSpecError(f"probe directory '{raw}' {what}") from None
         except OSError as e:
-            raise SuiteSpecError(f"probe directory '{raw}': {_os_problem(e)}") from None
+            raise SuiteSpecError(f"probe directory '{raw}': {os_problem(e)}") from None
         if not stat.S_ISDIR(st.st_mode):
             raise SuiteSpecError(f"probe directory '{raw}' is a file, not a directory (pass the directory that "
                                  "holds the probe files)")
@@ -250,7 +250,7 @@ def probe_files(root: Path) -> list[Path]:
         try:
             st = d.stat()
         except OSError as e:
-            raise SuiteSpecError(f"probe directory {d}: {_os_problem(e)}") from None
+            raise SuiteSpecError(f"probe directory {d}: {os_problem(e)}") from None
         key = (st.st_dev, st.st_ino)
         if key in seen:
             raise SuiteSpecError(f"symlink loop in the probe directory: {d} leads back to {seen[key]}")
@@ -258,13 +258,13 @@ def probe_files(root: Path) -> list[Path]:
         try:
             entries = sorted(os.scandir(d), key=lambda e: e.name)
         except OSError as e:
-            raise SuiteSpecError(f"cannot list probe directory {d}: {_os_problem(e)}") from None
+            raise SuiteSpecError(f"cannot list probe directory {d}: {os_problem(e)}") from None
         for entry in entries:
             p = Path(entry.path)
             try:
                 is_dir = entry.is_dir()  # follows symlinks
             except OSError as e:
-                problem = _os_problem(e)
+                problem = os_problem(e)
                 raise SuiteSpecError(f"probe path {p} {problem}" if e.errno == errno.ELOOP else
                                      f"probe path {p}: {problem}") from None
             if entry.is_symlink() and not is_dir:

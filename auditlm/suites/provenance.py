@@ -70,9 +70,12 @@ class FilesRead:
     label: str = ""
     source: str = DATA_SOURCE
     records: list[DataRecord] = field(default_factory=list)
+    #: The file opened last (what an error while parsing it is about).
+    last: Path | None = None
 
     def read_bytes(self, path: Path) -> bytes:
         """The file's bytes, recorded."""
+        self.last = Path(path)
         data = Path(path).read_bytes()
         shown = self._shown(Path(path))
         if all(r.path != shown for r in self.records):

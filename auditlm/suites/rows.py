@@ -14,6 +14,14 @@ from auditlm.suites.provenance import FilesRead
 DEFAULT_TEXT_FIELD = "text"
 
 
+def json_line(line: str, where: str) -> Any:
+    """One JSON Lines record; a malformed one is a :class:`ValueError` naming ``where`` (``line N``) and the column."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+
+
 def read_rows(path: Path, *, files: FilesRead | None = None) -> list[dict[str, Any]]:
     """The raw rows of a corpus file (``.txt`` lines become ``{"text": line}``), by suffix."""
     files = files or FilesRead()
@@ -23,10 +31,7 @@ def read_rows(path: Path, *, files: FilesRead | None = None) -> list[dict[str, A
         with files.open_text(path) as f:
             for ln, line in enumerate(f, 1):
                 if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise ValueError(f"line {ln}: invalid JSON ({e.msg})") from e
+                    rows.append(json_line(line, f"line {ln}"))
         return rows
     if suffix == ".json":
         data = json.loads(files.read_text(path))

@@ -9,6 +9,7 @@ from typing import Any
 
 from auditlm.suites.datasets import HubLoad, Item, register_reader
 from auditlm.suites.provenance import FilesRead
+from auditlm.suites.rows import json_line
 from auditlm.suites.spec import DataSpec
 
 
@@ -98,8 +99,8 @@ def _read_stereoset_jsonl(path: Path, files: FilesRead) -> list[Item]:
         for ln, line in enumerate(f, 1):
             if not line.strip():
                 continue
-            row = json.loads(line)
             where = f"line {ln}"
+            row = json_line(line, where)
             if not isinstance(row, dict):
                 raise ValueError(f"{where}: not a JSON object")
             kind = _text(row, "type", where)
