@@ -119,7 +119,7 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
         data = read_suite_data(s.spec, data_dir, inputs=config.inputs, seed=config.seed)
         items = data.items
         if not items:
-            read = ", ".join(r.describe() for r in data.records) or "its data"
+            read = ", ".join(f"'{r.path}'" for r in data.records) or "its data"
             raise DataError(f"suite {s.spec.id} has no items ({read} holds none): an audit of nothing measures "
                             "nothing; check the data")
         scorer.check_schema(items)

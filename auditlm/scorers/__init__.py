@@ -126,21 +126,21 @@ class ItemRecord:
 FIELD_TYPES = ("text", "str", "int", "bool", "list", "dict")
 
 
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
+def _got(value: Any) -> str:
+    return "null" if value is None else f"{type(value).__name__} {value!r}"[:80]
 
 
 def field_problem(value: Any, want: str) -> str | None:
     """Why ``value`` is not of item field type ``want`` (None when it is)."""
     if want in ("text", "str"):
         if not isinstance(value, str):
-            return f"must be a string, got {_type_name(value)} {value!r}"[:120]
+            return f"must be a string, got {_got(value)}"
         if want == "text" and not value.strip():
             return "is empty" if not value else "is only whitespace"
         return None
     ok = {"int": isinstance(value, int) and not isinstance(value, bool), "bool": isinstance(value, bool),
           "list": isinstance(value, list), "dict": isinstance(value, dict)}[want]
-    return None if ok else f"must be {'an' if want == 'int' else 'a'} {want}, got {_type_name(value)} {value!r}"[:120]
+    return None if ok else f"must be {'an' if want == 'int' else 'a'} {want}, got {_got(value)}"
 
 
 def _nul_field(value: Any, path: str, depth: int = 0) -> str | None:

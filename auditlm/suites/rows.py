@@ -19,7 +19,7 @@ def json_line(line: str, where: str) -> Any:
     try:
         return json.loads(line)
     except json.JSONDecodeError as e:
-        raise ValueError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
+        raise ValueError(f"{where}: invalid JSON ({e.msg}, column {e.colno})") from None
 
 
 def read_rows(path: Path, *, files: FilesRead | None = None) -> list[dict[str, Any]]:
