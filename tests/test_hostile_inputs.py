@@ -150,6 +150,18 @@ def _broken_link(tmp: Path) -> list[str]:
     return _run_suite_dir(d)
 
 
+def _fifo(tmp: Path) -> list[str]:
+    d = _probes(tmp, {})
+    os.mkfifo(d / "pipe.yaml")  # reading it would block for ever
+    return _run_suite_dir(d)
+
+
+def _device(tmp: Path) -> list[str]:
+    d = _probes(tmp, {})
+    os.symlink("/dev/zero", d / "zero.yaml")  # endless bytes
+    return _run_suite_dir(d)
+
+
 def _unreadable(tmp: Path) -> list[str]:
     d = _probes(tmp, {"hostile.yaml": EMISSION + "data:\n  items:\n    - {id: a, prompt: hi}\n"})
     (d / "hostile.yaml").chmod(0)
@@ -227,6 +239,8 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...], bool]] = {
     "directory symlink back to its parent": (_dir_loop, ("back", "symlink loop", "leads back to"), False),
     "directory named x.yaml": (_dir_named_yaml, ("x.yaml", "is a directory, not a probe file"), False),
     "broken symlink named x.yaml": (_broken_link, ("gone.yaml", "broken symlink"), False),
+    "FIFO named x.yaml": (_fifo, ("pipe.yaml", "not a regular file"), False),
+    "symlink to /dev/zero named x.yaml": (_device, ("zero.yaml", "not a regular file"), False),
     "unreadable probe file": (_unreadable, ("hostile.yaml", "permission denied"), True),
     "unreadable probe subdirectory": (_unreadable_dir, ("locked", "permission denied"), True),
     "--probes names a file": (_probes_is_file, ("one.yaml", "is a file, not a directory"), False),
@@ -278,6 +292,10 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...], bool]] = {
                                          ("stereo.jsonl", "line 2: not a JSON object"), False),
     "broken --corpus JSONL line": (lambda t: _membership(t, b'{"text": "one"}\n{"text": "two"}\n{"text": \n'),
                                    ("corpus.jsonl", "line 3: invalid JSON"), False),
+    "deeply nested --corpus JSONL line": (lambda t: _membership(t, b'{"text": "one"}\n' + b"[" * 100_000 + b"\n"),
+                                          ("corpus.jsonl", "nested too deeply"), False),
+    "CSV field over the csv module's limit": (lambda t: _crows(t, CROWS_HEADER + b"x" * 200_000 + b",b,stereo,g\n"),
+                                              ("pairs.csv", "field larger than field limit"), False),
     "empty --corpus": (lambda t: _membership(t, b""), ("privacy.membership_inference", "members"), False),
     "--corpus is a directory": (lambda t: _membership(t, None, as_dir=True),
                                 ("corpus.jsonl", "is a directory, not a file"), False),

@@ -269,6 +269,9 @@ def _read_file(spec: SuiteSpec, p: Path, files: FilesRead) -> list[Item]:
 
         where = e.filename if e.filename is not None else (files.last or p)
         raise DataError(f"suite {spec.id}: cannot read '{where}' as {d.reader}: {os_problem(e)}") from e
+    except RecursionError as e:
+        raise DataError(f"suite {spec.id}: cannot read '{files.last or p}' as {d.reader}: its JSON is nested too "
+                        "deeply") from e
     except (KeyError, ValueError, csv.Error) as e:
         where = files.last if files.last is not None and files.last != p else None
         inside = f" ({where.name})" if where is not None and where.name not in str(e) else ""
