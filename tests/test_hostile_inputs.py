@@ -229,6 +229,17 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...], bool]] = {
     "duplicate key": (
         lambda t: _run_suite(t, EMISSION + "kind: crows_pairs\n" + ITEM),
         ("hostile.yaml", "line 8", "key 'kind' appears twice"), False),
+    "integer of 5000 digits": (lambda t: _run_suite(t, EMISSION + "options: {x: " + "9" * 5000 + "}\n" + ITEM),
+                               ("hostile.yaml", "line 8", "cannot read", "as int"), False),
+    "impossible date": (lambda t: _run_suite(t, EMISSION + "options: {x: 2024-13-45}\n" + ITEM),
+                        ("hostile.yaml", "line 8", "'2024-13-45' as timestamp"), False),
+    "bad explicit tag": (lambda t: _run_suite(t, EMISSION + "options: {x: !!int abc}\n" + ITEM),
+                         ("hostile.yaml", "'abc' as int"), False),
+    "python object tag": (lambda t: _run_suite(t, EMISSION + "options: {x: !!python/object/apply:os.system [ls]}\n"
+                                               + ITEM), ("hostile.yaml", "could not determine a constructor"), False),
+    "two YAML documents": (lambda t: _run_suite(t, EMISSION + ITEM + "---\n" + EMISSION + ITEM),
+                           ("hostile.yaml", "another document"), False),
+    "empty probe file": (lambda t: _run_suite(t, b""), ("hostile.yaml", "expected a mapping"), False),
     "binary probe file": (lambda t: _run_suite(t, b"\x7fELF\x02\x01\x01\x00\x00\x00" + bytes(range(256))),
                           ("hostile.yaml", "binary file"), False),
     "non-UTF-8 probe file": (lambda t: _run_suite(t, EMISSION.encode() + "data:\n  items:\n    - {id: a, prompt: "
@@ -415,6 +426,27 @@ def test_billion_laughs_is_refused_fast_and_small(tmp_path):
     tracemalloc.stop()
     assert elapsed < 0.5, elapsed
     assert peak < 20 * 2**20, peak
+
+
+LOADERS = [loader._PyProbeLoader, *([loader._CProbeLoader] if hasattr(loader, "_CProbeLoader") else [])]
+HOSTILE_YAML = {
+    "laughs": (_laughs("x"), "expands to more than"),
+    "cycle": ("x: &x [1, {y: *x}]\n", "recursive anchor"),
+    "deep": ("x: " + "[" * 65 + "]" * 65 + "\n", "nested more than 64 deep"),
+    "deeper than libyaml allows": ("x: " + "{a: " * 5000 + "1" + "}" * 5000 + "\n", "nest"),
+    "many nodes": ("x: [" + ",".join(["1"] * 100_001) + "]\n", "more than 100,000 YAML nodes"),
+    "bad scalar": ("x: !!float nope\n", "as float"),
+    "duplicate key": ("x: 1\ny: 2\nx: 3\n", "line 3: key 'x' appears twice"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_YAML))
+@pytest.mark.parametrize("cls", LOADERS, ids=lambda c: c.__name__)
+def test_both_loaders_refuse_hostile_yaml(cls, case, tmp_path):
+    text, expected = HOSTILE_YAML[case]
+    with pytest.raises(SuiteSpecError, match=r"x\.yaml") as e:
+        loader.parse_probe_yaml(text.encode(), tmp_path / "x.yaml", loader=cls)
+    assert expected in str(e.value) and "\n" not in str(e.value)
 
 
 def test_aliases_within_the_limits_still_load(tmp_path):

@@ -21,7 +21,10 @@ from yaml.composer import Composer
 from yaml.constructor import SafeConstructor
 from yaml.events import AliasEvent, MappingStartEvent, SequenceStartEvent
 from yaml.nodes import Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
 from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 from auditlm.errors import SuiteSpecError, choices
 from auditlm.suites.provenance import SUITE_SOURCE, DataRecord
@@ -99,33 +102,49 @@ class _LimitedComposer(Composer):
         return node
 
 
-try:  # libyaml's parser (fast) under the limited composer; the pure-Python parser where libyaml is missing
+class _CheckedConstructor(SafeConstructor):
+    """PyYAML's safe constructor, with a scalar it cannot build (``!!int abc``, the timestamp ``2024-13-45``, an
+    integer of more than 4300 digits) reported as a :class:`_YamlLimit` naming its line instead of a raw error."""
+
+    def construct_object(self, node: Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as e:
+            line = node.start_mark.line + 1 if node.start_mark is not None else "?"
+            tag = node.tag.rpartition(":")[2]
+            text = str(node.value) if isinstance(node, ScalarNode) else ""
+            value = f" {text if len(text) <= 40 else text[:40] + '…'!r}" if text else ""
+            raise _YamlLimit(f"line {line}: cannot read{value} as {tag} ({' '.join(str(e).split())[:120]})") from None
+
+
+class _PyProbeLoader(Reader, Scanner, Parser, _LimitedComposer, _CheckedConstructor, Resolver):
+    """Safe YAML loading with the limits of :class:`_LimitedComposer`, on PyYAML's pure-Python parser."""
+
+    def __init__(self, stream: str) -> None:
+        Reader.__init__(self, stream)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        _LimitedComposer.__init__(self)
+        _CheckedConstructor.__init__(self)
+        Resolver.__init__(self)
+
+
+_ProbeLoader: type = _PyProbeLoader
+try:  # libyaml's parser (fast) under the limited composer, where PyYAML was built with it
     from yaml._yaml import CParser as _Parser
 
-    class _ProbeLoader(_LimitedComposer, _Parser, SafeConstructor, Resolver):  # type: ignore[misc, valid-type]
-        """Safe YAML loading with the limits of :class:`_LimitedComposer`."""
+    class _CProbeLoader(_LimitedComposer, _Parser, _CheckedConstructor, Resolver):  # type: ignore[misc, valid-type]
+        """Safe YAML loading with the limits of :class:`_LimitedComposer`, on libyaml's parser."""
 
         def __init__(self, stream: str) -> None:
             _Parser.__init__(self, stream)
             _LimitedComposer.__init__(self)
-            SafeConstructor.__init__(self)
+            _CheckedConstructor.__init__(self)
             Resolver.__init__(self)
 
+    _ProbeLoader = _CProbeLoader
 except ImportError:  # pragma: no cover - PyYAML built without libyaml
-    from yaml.parser import Parser
-    from yaml.reader import Reader
-    from yaml.scanner import Scanner
-
-    class _ProbeLoader(Reader, Scanner, Parser, _LimitedComposer, SafeConstructor, Resolver):  # type: ignore[no-redef]
-        """Safe YAML loading with the limits of :class:`_LimitedComposer`."""
-
-        def __init__(self, stream: str) -> None:
-            Reader.__init__(self, stream)
-            Scanner.__init__(self)
-            Parser.__init__(self)
-            _LimitedComposer.__init__(self)
-            SafeConstructor.__init__(self)
-            Resolver.__init__(self)
+    pass
 
 
 def os_problem(e: OSError) -> str:
@@ -164,8 +183,9 @@ def read_probe_bytes(path: Path) -> bytes:
     return raw
 
 
-def parse_probe_yaml(raw: bytes, path: Path) -> Any:
-    """A probe file's YAML, safely and within the limits of :class:`_LimitedComposer` (UTF-8 text only)."""
+def parse_probe_yaml(raw: bytes, path: Path, *, loader: type | None = None) -> Any:
+    """A probe file's YAML, safely and within the limits of :class:`_LimitedComposer` (UTF-8 text only);
+    ``loader`` replaces the default (libyaml-backed where available) loader class."""
     if b"\x00" in raw:
         raise SuiteSpecError(f"probe file {path} is a binary file (it holds NUL bytes), not YAML text")
     try:
@@ -173,7 +193,7 @@ def parse_probe_yaml(raw: bytes, path: Path) -> Any:
     except UnicodeDecodeError as e:
         raise SuiteSpecError(f"probe file {path} is not UTF-8 text (byte 0x{raw[e.start]:02x} at offset "
                              f"{e.start})") from e
-    loader = _ProbeLoader(text)
+    loader = (loader or _ProbeLoader)(text)
     try:
         return loader.get_single_data()
     except _YamlLimit as e:
