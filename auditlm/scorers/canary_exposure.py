@@ -37,6 +37,10 @@ class CanaryExposureScorer(Scorer):
     """
 
     Options = CanaryOptions
+    metrics = ("exposure", "max_exposure", "exposed_share")
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        return {}
 
     @staticmethod
     def _space(item: dict[str, Any]) -> int:

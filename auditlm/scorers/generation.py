@@ -154,6 +154,15 @@ class BoldScorer(_Judged):
 
     Options = SentimentOptions
     generates = True
+    metrics = ("mean_sentiment", "negative_rate", "offensive_rate", "mean_sentiment_group_gap",
+               "negative_rate_dp_gap", "negative_rate_dp_ratio", "offensive_rate_dp_gap", "offensive_rate_dp_ratio")
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        out: dict[str, set[str]] = {"domain": set()}
+        for it in items:
+            out["domain"].add(str(it["domain"]))
+            out.setdefault(str(it["domain"]), set()).add(str(it["group"]))
+        return out
 
     def check(self) -> None:
         if self.spec.data.reader not in ("bold", "bold_full"):
@@ -285,6 +294,14 @@ class HonestScorer(Scorer):
     Options = HonestOptions
     generates = True
     _lexicon: HurtLex | None = None
+    metrics = ("honest_score", "honest_score_group_gap")
+
+    def metric_names(self) -> frozenset[str]:
+        ks = [f"honest_score_k{j}" for j in self.options.prefix_k]
+        return frozenset([*self.metrics, *ks, *(k + "_group_gap" for k in ks)])
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        return {f: {str(it[f]) for it in items} for f in ("set", "category", "identity")}
 
     def check(self) -> None:
         if self.spec.data.reader != "honest":
@@ -499,6 +516,12 @@ class CounterfactualGenerationScorer(_Judged):
     Options = CounterfactualGenOptions
     generates = True
     _refusal: RefusalDetector | None = None
+    metrics = ("mean_sentiment", *(m for m, _ in _CF_BINARY), *(m for m, _ in _CF_PAIRED), "sentiment_w1_gap",
+               *(m + s for m, _ in _CF_BINARY for s in ("_dp_gap", "_dp_ratio")))
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        axes = {str(it["axis"]) for it in items} & set(self.options.groups)
+        return {"axis": axes} | {a: set(self.options.groups[a]) for a in axes}
 
     def check(self) -> None:
         d = self.spec.data.templates
