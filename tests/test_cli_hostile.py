@@ -344,3 +344,31 @@ def test_known_entity_types_match_the_scanner():
     except Exception as e:  # pragma: no cover - spaCy model missing
         pytest.skip(f"no PII engine: {e}")
     assert set(_supported_entities(engine, "en")) == KNOWN_ENTITY_TYPES
+
+
+def test_small_groups_are_flagged_small_n(ctx: Ctx, monkeypatch, capsys):
+    """counterfactual_templates with 8 items leaves groups of 1 or 2 templates: every row resting on fewer than
+    SMALL_N items or units carries ``small_n``, and the table marks it."""
+    from auditlm.metrics import SMALL_N
+
+    _fake_loader(monkeypatch)
+    main(_cf("--limit", "8", "--store", str(ctx.tmp / "r.sqlite"), "--json"))
+    rows = json.loads(capsys.readouterr().out)["metrics"]
+    ones = [m for m in rows if m["n"] == 1]
+    assert ones, "the subset has groups with n = 1"
+    for m in rows:
+        if min(m["n"], m["extra"]["ci"]["n_units"]) < SMALL_N:
+            assert m["extra"].get("small_n") is True, m
+    main(_cf("--limit", "8", "--store", str(ctx.tmp / "r.sqlite")))
+    table = capsys.readouterr().out
+    assert "⚠" in table and "small n" in table  # the table may wrap the n column between the two
+
+
+def test_metric_row_flags_few_items_even_over_many_units():
+    """A precision over 5 predictions spread over 100 sentences rests on 5 trials: small n."""
+    from auditlm.metrics import metric_row
+    from auditlm.stats import Estimate
+
+    few = metric_row(Estimate(0.4, 0.1, 0.8, 5, "clopper-pearson", 0.95, 100, "sentence"), suite="s", metric="p")
+    many = metric_row(Estimate(0.4, 0.3, 0.5, 300, "clopper-pearson", 0.95, 100, "sentence"), suite="s", metric="p")
+    assert few.extra.get("small_n") is True and "small_n" not in many.extra
