@@ -151,6 +151,8 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str, bool]] = {
                                  "no group field 'colour' (valid: age, axis,", False),
     "gate group not in its field": (lambda c: _gate(f"{CF}.relative_negativity[gender=martian]>0.1"),
                                     "no gender 'martian'", False),
+    "gate without group on a per-group metric": (lambda c: _gate(f"{CF}.relative_negativity>0"),
+                                                  "is reported per group only", False),
     "gate on unselected suite": (lambda c: _gate("bias.crows_pairs.pct_stereotype>0.6"),
                                  f"names no suite of this run (valid: {CF})", False),
     "gate malformed": (lambda c: _gate(f"{CF}.relative_negativity >> 1"), "expected SUITE.METRIC", False),
@@ -291,12 +293,16 @@ def test_valid_gate_reaches_the_loader_and_a_failed_gate_prints_json(ctx: Ctx, m
 
 
 def test_gate_on_a_row_the_run_did_not_measure_prints_json_then_exits_2(ctx: Ctx, monkeypatch, capsys):
-    """``relative_negativity`` exists only per group term: a gate on its (absent) overall row passes the
-    before-the-run check, and after the run the summary is still printed before the one-line error."""
+    """Where a suite's groups are not known before the run (``group_values`` is None, as for the PII detector's
+    entity types), a gate on a group the run then does not report fails after the run: the summary is still
+    printed, then the one-line error, exit 2."""
+    from auditlm.scorers.bias import CounterfactualScorer
+
     _fake_loader(monkeypatch)
+    monkeypatch.setattr(CounterfactualScorer, "group_values", lambda self, items: None)
     with pytest.raises(SystemExit) as e:
-        main(_cf("--limit", "8", "--fail-on", f"{CF}.relative_negativity>0", "--store", str(ctx.tmp / "r.sqlite"),
-                 "--json"))
+        main(_cf("--limit", "8", "--fail-on", f"{CF}.relative_negativity[gender=martian]>0", "--store",
+                 str(ctx.tmp / "r.sqlite"), "--json"))
     captured = capsys.readouterr()
     assert e.value.code == 2
     assert json.loads(captured.out)["status"] == "complete"

@@ -47,6 +47,10 @@ def test_declared_metrics_cover_what_aggregate_emits(suite_id: str, tmp_path: Pa
     assert emitted, "the dry run reported nothing"
     declared = scorer.metric_names()
     assert emitted <= declared, f"undeclared metrics: {sorted(emitted - declared)}"
+    only = scorer.group_only()
+    assert only <= declared
+    overall = {m.metric for m in result.metrics if m.group is None}
+    assert not (overall & only), f"declared per-group only, but reported overall: {sorted(overall & only)}"
     groups = scorer.group_values([it for _, it in prepared[0].items])
     if groups is not None:
         for m in result.metrics:

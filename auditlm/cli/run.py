@@ -232,5 +232,6 @@ def _plan(cfg, *, suite: list[str] | None, fail_on: list[str] | None, resuming: 
     for g in gates:
         p = by_suite[g.suite]
         scorer = get_scorer(p.suite.spec)
-        g.check_producible(scorer.metric_names(), scorer.group_values([it for _, it in p.items]))
+        g.check_producible(scorer.metric_names(), scorer.group_values([it for _, it in p.items]),
+                           scorer.group_only())
     return skipped, prepared, gates

@@ -160,6 +160,13 @@ class Scorer:
         gate naming any other metric is refused before the model loads."""
         return frozenset(self.metrics)
 
+    #: The metrics of :meth:`metric_names` reported only per group (no overall row): a gate on one names a group.
+    group_only_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def group_only(self) -> frozenset[str]:
+        """The metrics :meth:`aggregate` reports only per group (see :attr:`group_only_metrics`)."""
+        return frozenset(self.group_only_metrics)
+
     def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
         """``{group_field: group values}`` a metric row of this suite can carry, known from the prepared
         ``items`` (and the options) before anything runs; ``{}`` when the suite reports no groups, ``None`` when

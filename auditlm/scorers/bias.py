@@ -134,6 +134,7 @@ class CounterfactualScorer(Scorer):
 
     Options = CounterfactualOptions
     metrics = ("relative_negativity", "negativity_spread")
+    group_only_metrics = ("relative_negativity",)
 
     def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
         axes = {str(it["axis"]) for it in items} & set(self.options.groups)
