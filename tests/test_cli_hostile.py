@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -378,3 +379,20 @@ def test_metric_row_flags_few_items_even_over_many_units():
     few = metric_row(Estimate(0.4, 0.1, 0.8, 5, "clopper-pearson", 0.95, 100, "sentence"), suite="s", metric="p")
     many = metric_row(Estimate(0.4, 0.3, 0.5, 300, "clopper-pearson", 0.95, 100, "sentence"), suite="s", metric="p")
     assert few.extra.get("small_n") is True and "small_n" not in many.extra
+
+
+def test_real_process_bad_gate_and_big_seed(tmp_path: Path):
+    """The same checks in a real ``auditlm`` process: one line, exit 2, no store (nor its folder) created."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "AUDITLM_HOME": str(tmp_path / "home"), "PYTHONPATH": str(Path(__file__).parents[1])}
+    store = tmp_path / "fresh" / "runs.sqlite"
+    for extra, fragment in ((("--fail-on", f"{CF}.nope>1"), "reports no metric 'nope'"),
+                            (("--seed", str(2**70)), "--seed")):
+        proc = subprocess.run([sys.executable, "-m", "auditlm.cli", *_cf(*extra), "--store", str(store)],
+                              capture_output=True, text=True, timeout=180, env=env)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+        assert proc.stderr.startswith("auditlm: error: ") and fragment in proc.stderr
+        assert not store.parent.exists()

@@ -290,7 +290,12 @@ class PiiDetectorEvalScorer(_ScannerMixin, Scorer):
     metrics = ("precision", "recall", "f1", "precision_exact", "recall_exact", "f1_exact", "false_alarm_rate")
 
     def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
-        return None  # entity types are those of the gold and predicted spans, known only after scanning
+        """Entity types: those of the gold spans and those the scanner can predict; false alarms per category."""
+        from auditlm.privacy.detector_eval import Span
+
+        gold = {Span.of(x).entity_type for it in items for x in it["spans"]}
+        return {"entity_type": gold | set(self.options.entities or _default_entities()),
+                "category": {str(it["category"]) for it in items}}
 
     def requests(self, item: dict[str, Any]) -> list[Request]:
         return []
