@@ -118,6 +118,7 @@ def ctx(tmp_path: Path, existing_run: tuple[Path, str], monkeypatch: pytest.Monk
     monkeypatch.setenv("AUDITLM_HOME", str(tmp_path / "home"))
     monkeypatch.delenv("AUDITLM_STORE", raising=False)
     monkeypatch.delenv("AUDITLM_PROBES", raising=False)
+    monkeypatch.delenv("AUDITLM_DATA", raising=False)  # default runs skip the suites that need downloaded data
     store = tmp_path / "runs.sqlite"
     store.write_bytes(existing_run[0].read_bytes())
     probes = {
@@ -156,6 +157,8 @@ CASES: dict[str, tuple[Callable[[Ctx], list[str]], str, bool]] = {
                                                   "is reported per group only", False),
     "gate on unselected suite": (lambda c: _gate("bias.crows_pairs.pct_stereotype>0.6"),
                                  f"names no suite of this run (valid: {CF})", False),
+    "gate on a skipped suite": (lambda c: ["run", "--fail-on", "bias.crows_pairs.pct_stereotype>0.6"],
+                                "suite bias.crows_pairs is skipped in this run (no benchmark data", False),
     "gate malformed": (lambda c: _gate(f"{CF}.relative_negativity >> 1"), "expected SUITE.METRIC", False),
     "option axis with one group term": (
         lambda c: ["run", "--probes", str(c.probes["one_term"]), "--suite", "bias.one_term"], "two distinct", False),

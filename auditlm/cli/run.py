@@ -190,6 +190,7 @@ def _plan(cfg, *, suite: list[str] | None, fail_on: list[str] | None, resuming: 
     """Choose and prepare the suites and parse the gates, checking each gate against what the prepared suites
     can report. Reads probe files and data only: nothing is stored and no model loads."""
     from auditlm import runner
+    from auditlm.errors import GateError
     from auditlm.report import parse_gate
     from auditlm.scorers import get_scorer
     from auditlm.suites.datasets import has_local_data, resolve_data_dir
@@ -226,6 +227,11 @@ def _plan(cfg, *, suite: list[str] | None, fail_on: list[str] | None, resuming: 
         chosen.append(detector)  # privacy results are printed next to the detector's own precision/recall
     if not resuming:
         cfg.suites = [s.spec.id for s in chosen]
+    for e in fail_on or []:
+        sid = next((k for k in sorted(skipped, key=len, reverse=True) if e.strip().startswith(k + ".")), None)
+        if sid is not None and not any(e.strip().startswith(k + ".") for k in cfg.suites if len(k) > len(sid)):
+            raise GateError(f"--fail-on '{e}': suite {sid} is skipped in this run ({skipped[sid]}), so the gate "
+                            "could never be checked")
     gates = [parse_gate(e, cfg.suites) for e in (fail_on or [])]
     prepared = runner.prepare(chosen, cfg, ddir)
     by_suite = {p.suite.spec.id: p for p in prepared}
