@@ -93,7 +93,7 @@ def run(
                  "reference_model": reference_model, "corpus": corpus, "non_members": non_members,
                  "canaries": canaries, "confidence": confidence, "seed": seed, "bs": bs, "device": device,
                  "dtype": dtype, "store_raw": store_raw, "trust_remote_code": trust_remote_code, "probes": probes}
-        with _open_store(store, must_exist=True, readonly=True) as ro:
+        with _resume_reader(store) as ro:
             cfg = _resumed_config(ro, resume, given)
             skipped, prepared, gates = _plan(cfg, suite=None, fail_on=fail_on, resuming=True)
             runner.check_resumable(ro, resume, prepared)  # before the model loads: a refusal costs nothing
@@ -150,6 +150,25 @@ def run(
         raise unmeasured[0]
     if any(not ok for _, ok, _ in checked):
         raise typer.Exit(1)
+
+
+def _resume_reader(store):
+    """The store of the run to resume, opened read-only for the checks before the model loads; a store of an
+    older schema is opened as the writer instead (which upgrades it, as resuming always did), since the checks
+    read what the current schema holds."""
+    from auditlm.errors import StoreError
+    from auditlm.store import SCHEMA_VERSION
+
+    try:
+        ro = _open_store(store, must_exist=True, readonly=True)
+    except StoreError as e:
+        if "readers never write to it" not in str(e):
+            raise
+        return _open_store(store, must_exist=True)
+    if ro.conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return ro
+    ro.close()
+    return _open_store(store, must_exist=True)
 
 
 def _resumed_config(st, run_id: str, given: dict[str, Any]):
