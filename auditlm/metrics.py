@@ -20,8 +20,8 @@ import numpy as np
 from auditlm import stats
 from auditlm.stats import Estimate, Kind, TestResult
 
-#: Below this many independent units (items, or clusters when a suite resamples by cluster) a row is flagged as
-#: resting on a small sample in tables.
+#: Below this many independent units (items, or clusters when a suite resamples by cluster), or below this ``n``, a
+#: row is flagged as resting on a small sample in tables.
 SMALL_N = 30
 
 
@@ -56,7 +56,7 @@ def metric_row(est: Estimate, *, suite: str, metric: str, group: str | None = No
     notes = [x for x in (ext.get("note"), est.note) if x]
     if notes:
         ext["note"] = "; ".join(dict.fromkeys(notes))
-    if est.n_units < SMALL_N:
+    if min(est.n, est.n_units) < SMALL_N:  # few units, or few items (or trials) however many units hold them
         ext["small_n"] = True
     if test is not None:
         ext["test"] = test.to_dict()

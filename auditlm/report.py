@@ -64,6 +64,35 @@ class Gate:
                             f"{choices(_path(m) for m in hits)})")
         return hits[0]
 
+    def check_producible(self, metrics: frozenset[str] | set[str], groups: dict[str, set[str]] | None,
+                         group_only: frozenset[str] | set[str] = frozenset()) -> None:
+        """Refuse, before anything runs, a gate its suite cannot produce: a metric not in ``metrics`` (the
+        suite scorer's :meth:`~auditlm.scorers.Scorer.metric_names`; empty: not declared, not checked), or a
+        group (and field) not in ``groups`` (``{field: values}`` from the prepared items; None: not known
+        before the run), or no group for a metric in ``group_only`` (reported per group only). A
+        :class:`GateError` listing the valid choices."""
+        if metrics and self.metric not in metrics:
+            raise GateError(f"--fail-on '{self.expr}': suite {self.suite} reports no metric '{self.metric}' "
+                            f"(valid: {choices(metrics)})")
+        if self.group is None and self.metric in group_only:
+            eg = f" (valid fields: {choices(groups)})" if groups else ""
+            raise GateError(f"--fail-on '{self.expr}': {self.suite}.{self.metric} is reported per group only; "
+                            f"name one as {self.suite}.{self.metric}[FIELD=GROUP]{eg}")
+        if self.group is None or groups is None:
+            return
+        if self.field is not None:
+            if self.field not in groups:
+                raise GateError(f"--fail-on '{self.expr}': suite {self.suite} has no group field '{self.field}' "
+                                f"(valid: {choices(groups) if groups else 'none: it reports no groups'})")
+            if self.group not in groups[self.field]:
+                raise GateError(f"--fail-on '{self.expr}': suite {self.suite} has no {self.field} "
+                                f"'{self.group}' in this run (valid: {choices(groups[self.field])})")
+            return
+        if not any(self.group in v for v in groups.values()):
+            valid = [f"{f}={g}" for f, vs in groups.items() for g in vs]
+            raise GateError(f"--fail-on '{self.expr}': suite {self.suite} has no group '{self.group}' in this run "
+                            f"(valid: {choices(valid) if valid else 'none: it reports no groups'})")
+
     def check(self, metrics: list[MetricResult]) -> tuple[bool, float]:
         """``(passed, value)``. An undefined (NaN) value fails the gate (the row's note says why)."""
         value = self.select(metrics).value

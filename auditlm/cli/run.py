@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,6 +20,12 @@ from auditlm.cli._common import (
     out,
 )
 
+#: The seeds a run accepts: the store keeps the seed as an SQLite INTEGER (signed 64-bit), and numpy's and
+#: torch's generators take non-negative seeds.
+SEED_MAX = 2**63 - 1
+#: ``--dtype`` values (those of :mod:`auditlm.targets.hf`, which reads them).
+DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "half")
+
 
 def run(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Built-in model name, local directory "
@@ -28,15 +34,19 @@ def run(
                                                     "[default: the default suites].")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Seeded subset of N items per suite, "
                                               "stratified by group.")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for subsets, sampling and bootstrap CIs.")] = 0,
+    seed: Annotated[int | None, typer.Option("--seed", min=0, max=SEED_MAX, help="Seed for subsets, sampling "
+                                             "and bootstrap CIs, 0 to 2**63-1 [default: 0].")] = None,
     confidence: Annotated[float | None, typer.Option("--confidence",
                                                      help="Confidence level of every interval and the alpha "
                                                      "(1 - level) of every test [default: each suite's, 0.95].")
                           ] = None,
     revision: Annotated[str | None, typer.Option("--revision", help="Model revision (Hub models).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N.")] = "auto",
-    dtype: Annotated[str, typer.Option("--dtype", help="auto, float32, bfloat16, float16.")] = "auto",
-    batch_size: Annotated[str, typer.Option("--batch-size", help="Batch size, or 'auto'.")] = "auto",
+    device: Annotated[str | None, typer.Option("--device", help="auto, cpu, cuda, cuda:N, mps "
+                                               "[default: auto].")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="auto, float32, bfloat16, float16 "
+                                              "[default: auto].")] = None,
+    batch_size: Annotated[str | None, typer.Option("--batch-size", help="Batch size, or 'auto' "
+                                                   "[default: auto].")] = None,
     data_dir: Annotated[str | None, typer.Option("--data-dir", help="Benchmark data folder [env AUDITLM_DATA].")] = None,
     probes: ProbesOpt = None,
     store: StoreOpt = None,
@@ -53,86 +63,65 @@ def run(
                                                     "training data (membership inference).")] = None,
     canaries: Annotated[str | None, typer.Option("--canaries", help="Canary record written by "
                                                  "'auditlm privacy canaries'.")] = None,
-    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code")] = False,
+    trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow models whose "
+                                                    "repository ships its own code (it runs that code).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Audit a model with probe suites; print the summary and store everything."""
+    """Audit a model with probe suites; print the summary and store everything.
+
+    Everything that can be checked without the model is checked first (flags, suites, items, gates, the
+    model's folder or Hub config), and the store is opened (created, for a new run) only after that, so bad
+    input leaves no store behind and costs no model load.
+    """
     from auditlm import runner
-    from auditlm.errors import SuiteSpecError
-    from auditlm.report import parse_gate, summary
-    from auditlm.scorers import get_scorer
-    from auditlm.suites.datasets import has_local_data, resolve_data_dir
-    from auditlm.suites.loader import discover, select
-    from auditlm.targets.registry import DEFAULT_MODEL, resolve
+    from auditlm.errors import GateError
+    from auditlm.report import summary
+    from auditlm.targets import registry
 
     if confidence is not None and not 0.5 < confidence < 1.0:
         raise typer.BadParameter(f"{confidence} (valid: a level in (0.5, 1), e.g. 0.95 or 0.99)",
                                  param_hint="--confidence")
-    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+    if batch_size is not None and batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
         raise typer.BadParameter(f"'{batch_size}' (valid: auto or a positive integer)", param_hint="--batch-size")
+    if dtype is not None and dtype not in DTYPES:
+        raise typer.BadParameter(f"'{dtype}' (valid: {', '.join(DTYPES)})", param_hint="--dtype")
+    if device is not None:
+        registry.check_device(device)
+    bs = None if batch_size is None else (int(batch_size) if batch_size != "auto" else "auto")
+    if resume is not None:
+        given = {"model": model, "suite": suite, "limit": limit, "data_dir": data_dir, "revision": revision,
+                 "reference_model": reference_model, "corpus": corpus, "non_members": non_members,
+                 "canaries": canaries, "confidence": confidence, "seed": seed, "bs": bs, "device": device,
+                 "dtype": dtype, "store_raw": store_raw, "trust_remote_code": trust_remote_code, "probes": probes}
+        with _resume_reader(store) as ro:
+            cfg = _resumed_config(ro, resume, given)
+            skipped, prepared, gates = _plan(cfg, suite=None, fail_on=fail_on, resuming=True)
+            runner.check_resumable(ro, resume, prepared)  # before the model loads: a refusal costs nothing
+    else:
+        cfg = runner.RunConfig(model=model or registry.DEFAULT_MODEL, suites=[], seed=0 if seed is None else seed,
+                               limit=limit, revision=revision, device=device or "auto", dtype=dtype or "auto",
+                               batch_size="auto" if bs is None else bs, data_dir=data_dir,
+                               probes=list(probes or []), store_raw=store_raw, confidence=confidence,
+                               trust_remote_code=trust_remote_code, reference_model=reference_model,
+                               inputs={k: v for k, v in (("corpus", corpus), ("non_members", non_members),
+                                                         ("canaries", canaries)) if v})
+        skipped, prepared, gates = _plan(cfg, suite=suite, fail_on=fail_on, resuming=False)
+    registry.check_device(cfg.device)
+    registry.check_model(cfg.model, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    if cfg.reference_model is not None:
+        registry.check_model(cfg.reference_model, trust_remote_code=cfg.trust_remote_code)
     with _open_store(store, must_exist=resume is not None) as st:
-        if resume is not None:
-            given = [f for f, v in (("--model", model), ("--suite", suite), ("--limit", limit),
-                                    ("--data-dir", data_dir), ("--revision", revision),
-                                    ("--reference-model", reference_model), ("--corpus", corpus),
-                                    ("--non-members", non_members), ("--canaries", canaries),
-                                    ("--confidence", confidence)) if v]
-            if given:
-                raise SuiteSpecError(f"--resume reuses the run's stored settings; drop {', '.join(given)}")
-            cfg = runner.RunConfig.from_dict(st.get_run(resume).config)
-        else:
-            cfg = runner.RunConfig(model=model or DEFAULT_MODEL, suites=[], seed=seed, limit=limit, revision=revision,
-                                   device=device, dtype=dtype,
-                                   batch_size=int(batch_size) if batch_size != "auto" else "auto",
-                                   data_dir=data_dir, probes=list(probes or []), store_raw=store_raw, confidence=confidence,
-                                   trust_remote_code=trust_remote_code, reference_model=reference_model,
-                                   inputs={k: v for k, v in (("corpus", corpus), ("non_members", non_members),
-                                                             ("canaries", canaries)) if v})
-        ddir = resolve_data_dir(cfg.data_dir)
-        available = discover(cfg.probes)
-        skipped: dict[str, str] = {}
-        if resume is not None:
-            chosen = select(available, cfg.suites)
-        elif suite:
-            # a suite named by its id must run (missing data is an error in prepare); one reached through its
-            # family ("--suite bias") is skipped, with the reason, when a file its scorer reads is missing
-            chosen = []
-            for s in select(available, list(suite)):
-                why = None if s.spec.id in suite else get_scorer(s.spec).missing_data(ddir)
-                if why:
-                    skipped[s.spec.id] = why
-                else:
-                    chosen.append(s)
-        else:
-            chosen = []
-            for sid, s in sorted(available.items()):
-                if not s.spec.default:
-                    continue
-                if not has_local_data(s.spec, ddir):
-                    skipped[sid] = "no benchmark data (pass --data-dir or set AUDITLM_DATA)"
-                elif why := get_scorer(s.spec).missing_data(ddir):
-                    skipped[sid] = why
-                else:
-                    chosen.append(s)
-        detector = available.get("privacy.pii_detector")
-        if detector is not None and detector not in chosen and any(s.spec.family == "privacy" for s in chosen):
-            chosen.append(detector)  # privacy results are printed next to the detector's own precision/recall
-        cfg.suites = [s.spec.id for s in chosen]
-        gates = [parse_gate(e, cfg.suites) for e in (fail_on or [])]
-        prepared = runner.prepare(chosen, cfg, ddir)
-        if resume is not None:
-            runner.check_resumable(st, resume, prepared)  # before the model loads: a refusal costs nothing
         _quiet_libraries()
         t0 = time.perf_counter()
         with err.status(f"loading model {cfg.model} …"):
-            target = resolve(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
-                             batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+            target = registry.resolve(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
+                                      batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
         err.print(f"model {cfg.model} loaded in {time.perf_counter() - t0:.2f} s")
         reference = None
         if cfg.reference_model is not None:
             with err.status(f"loading reference model {cfg.reference_model} …"):
-                reference = resolve(cfg.reference_model, device=cfg.device, dtype=cfg.dtype,
-                                    batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+                reference = registry.resolve(cfg.reference_model, device=cfg.device, dtype=cfg.dtype,
+                                             batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
         if resume is not None:
             run_id = resume
             err.print(f"resuming run [bold]{run_id}[/] (store {st.path})")
@@ -144,7 +133,12 @@ def run(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=False, disable=not err.is_terminal and as_json) as progress:
             result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress), reference)
-        checked = [(g, *g.check(result.metrics)) for g in gates]
+        checked, unmeasured = [], []
+        for g in gates:
+            try:
+                checked.append((g, *g.check(result.metrics)))
+            except GateError as e:  # producible, but this run measured no such row (say, a group left empty)
+                unmeasured.append(e)
         row = st.get_run(run_id)
     if as_json:
         print(json.dumps(summary(row, result.suites, result.metrics, checked), indent=2))
@@ -152,7 +146,117 @@ def run(
         _print_table(f"run {run_id} · {row.model}", result.metrics, result.suites)
         for g, ok, v in checked:
             (out if ok else err).print(f"gate {g.expr}: {'[green]pass[/]' if ok else '[red]FAIL[/]'} (value {v:.4f})")
+    if unmeasured:
+        raise unmeasured[0]
     if any(not ok for _, ok, _ in checked):
         raise typer.Exit(1)
 
 
+def _resume_reader(store):
+    """The store of the run to resume, opened read-only for the checks before the model loads; a store of an
+    older schema is opened as the writer instead (which upgrades it, as resuming always did), since the checks
+    read what the current schema holds."""
+    from auditlm.errors import StoreError
+    from auditlm.store import SCHEMA_VERSION
+
+    try:
+        ro = _open_store(store, must_exist=True, readonly=True)
+    except StoreError as e:
+        if "readers never write to it" not in str(e):
+            raise
+        return _open_store(store, must_exist=True)
+    if ro.conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+        return ro
+    ro.close()
+    return _open_store(store, must_exist=True)
+
+
+def _resumed_config(st, run_id: str, given: dict[str, Any]):
+    """The stored config of the run to resume. Settings that select what is measured cannot be given again;
+    settings that could change results (seed, raw storage, batch size, device, dtype, remote code, probe
+    folders) are refused when they differ from the stored ones, naming each."""
+    from auditlm import runner
+    from auditlm.errors import SuiteSpecError
+
+    named = [f for f, k in (("--model", "model"), ("--suite", "suite"), ("--limit", "limit"),
+                            ("--data-dir", "data_dir"), ("--revision", "revision"),
+                            ("--reference-model", "reference_model"), ("--corpus", "corpus"),
+                            ("--non-members", "non_members"), ("--canaries", "canaries"),
+                            ("--confidence", "confidence")) if given[k]]
+    if named:
+        raise SuiteSpecError(f"--resume reuses the run's stored settings; drop {', '.join(named)}")
+    cfg = runner.RunConfig.from_dict(st.get_run(run_id).config)
+    differ = []
+    for flag, value, stored in (
+        ("--seed", given["seed"], cfg.seed),
+        ("--batch-size", given["bs"], cfg.batch_size),
+        ("--device", given["device"], cfg.device),
+        ("--dtype", given["dtype"], cfg.dtype),
+        ("--store-raw", given["store_raw"] or None, cfg.store_raw),
+        ("--trust-remote-code", given["trust_remote_code"] or None, cfg.trust_remote_code),
+        ("--probes", list(given["probes"]) if given["probes"] else None, cfg.probes),
+    ):
+        if value is not None and value != stored:
+            differ.append(f"{flag} (the run was started without it)" if isinstance(value, bool)
+                          else f"{flag} {value} (the run used {stored})")
+    if differ:
+        raise SuiteSpecError(f"--resume continues run {run_id} with its stored settings, and these would change "
+                             f"its results: {'; '.join(differ)}; drop them, or start a new run")
+    return cfg
+
+
+def _plan(cfg, *, suite: list[str] | None, fail_on: list[str] | None, resuming: bool):
+    """Choose and prepare the suites and parse the gates, checking each gate against what the prepared suites
+    can report. Reads probe files and data only: nothing is stored and no model loads."""
+    from auditlm import runner
+    from auditlm.errors import GateError
+    from auditlm.report import parse_gate
+    from auditlm.scorers import get_scorer
+    from auditlm.suites.datasets import has_local_data, resolve_data_dir
+    from auditlm.suites.loader import discover, select
+
+    ddir = resolve_data_dir(cfg.data_dir)
+    available = discover(cfg.probes)
+    skipped: dict[str, str] = {}
+    if resuming:
+        chosen = select(available, cfg.suites)
+    elif suite:
+        # a suite named by its id must run (missing data is an error in prepare); one reached through its
+        # family ("--suite bias") is skipped, with the reason, when a file its scorer reads is missing
+        chosen = []
+        for s in select(available, list(suite)):
+            why = None if s.spec.id in suite else get_scorer(s.spec).missing_data(ddir)
+            if why:
+                skipped[s.spec.id] = why
+            else:
+                chosen.append(s)
+    else:
+        chosen = []
+        for sid, s in sorted(available.items()):
+            if not s.spec.default:
+                continue
+            if not has_local_data(s.spec, ddir):
+                skipped[sid] = "no benchmark data (pass --data-dir or set AUDITLM_DATA)"
+            elif why := get_scorer(s.spec).missing_data(ddir):
+                skipped[sid] = why
+            else:
+                chosen.append(s)
+    detector = available.get("privacy.pii_detector")
+    if detector is not None and detector not in chosen and any(s.spec.family == "privacy" for s in chosen):
+        chosen.append(detector)  # privacy results are printed next to the detector's own precision/recall
+    if not resuming:
+        cfg.suites = [s.spec.id for s in chosen]
+    for e in fail_on or []:
+        sid = next((k for k in sorted(skipped, key=len, reverse=True) if e.strip().startswith(k + ".")), None)
+        if sid is not None and not any(e.strip().startswith(k + ".") for k in cfg.suites if len(k) > len(sid)):
+            raise GateError(f"--fail-on '{e}': suite {sid} is skipped in this run ({skipped[sid]}), so the gate "
+                            "could never be checked")
+    gates = [parse_gate(e, cfg.suites) for e in (fail_on or [])]
+    prepared = runner.prepare(chosen, cfg, ddir)
+    by_suite = {p.suite.spec.id: p for p in prepared}
+    for g in gates:
+        p = by_suite[g.suite]
+        scorer = get_scorer(p.suite.spec)
+        g.check_producible(scorer.metric_names(), scorer.group_values([it for _, it in p.items]),
+                           scorer.group_only())
+    return skipped, prepared, gates

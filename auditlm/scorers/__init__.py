@@ -183,9 +183,34 @@ class Scorer:
         except ValidationError as e:
             err = e.errors()[0]
             loc = ".".join(str(x) for x in err["loc"])
-            raise SuiteSpecError(f"suite {spec.id}: options.{loc}: {err['msg']}") from e
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown option (valid: {choices(self.Options.model_fields)})"
+            raise SuiteSpecError(f"suite {spec.id}: options.{loc}: {msg}") from e
         if self.generates and spec.generation is None:
             raise SuiteSpecError(f"suite {spec.id}: kind '{self.kind}' needs a generation section")
+
+    #: Every metric name :meth:`aggregate` can emit (``--fail-on`` gates are checked against it before the
+    #: model loads; :meth:`metric_names` adds names that depend on the options).
+    metrics: ClassVar[tuple[str, ...]] = ()
+
+    def metric_names(self) -> frozenset[str]:
+        """Every metric name :meth:`aggregate` can emit for this suite, its options included. A ``--fail-on``
+        gate naming any other metric is refused before the model loads."""
+        return frozenset(self.metrics)
+
+    #: The metrics of :meth:`metric_names` reported only per group (no overall row): a gate on one names a group.
+    group_only_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def group_only(self) -> frozenset[str]:
+        """The metrics :meth:`aggregate` reports only per group (see :attr:`group_only_metrics`)."""
+        return frozenset(self.group_only_metrics)
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        """``{group_field: group values}`` a metric row of this suite can carry, known from the prepared
+        ``items`` (and the options) before anything runs; ``{}`` when the suite reports no groups, ``None`` when
+        they are not known in advance (gates naming a group are then checked only after the run)."""
+        return None
 
     def requests(self, item: dict[str, Any]) -> list[Request]:
         raise NotImplementedError

@@ -7,7 +7,7 @@ import string
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from auditlm import stats
 from auditlm.errors import DataError, SuiteSpecError, TargetError
@@ -35,6 +35,11 @@ class CrowsPairsScorer(Scorer):
     """
 
     item_schema: ClassVar[dict[str, str]] = {"sent_more": "text", "sent_less": "text", "bias_type": "str"}
+
+    metrics = ("pct_stereotype", "likelihood_diff")
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        return {"bias_type": {str(it["bias_type"]) for it in items}}
 
     def requests(self, item: dict[str, Any]) -> list[LL]:
         return [LL("", item["sent_more"]), LL("", item["sent_less"])]
@@ -97,6 +102,14 @@ class CounterfactualOptions(BaseModel):
     #: the placeholder the attribute fills; items carry ``attribute_pair`` as ``"positive|negative"``.
     attribute_slot: str = "attribute"
 
+    @field_validator("groups")
+    @classmethod
+    def _two_terms(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for axis, terms in v.items():
+            if len(set(terms)) < 2 or any(not t.strip() for t in terms):
+                raise ValueError(f"axis '{axis}' needs at least two distinct, non-empty group terms (got {terms})")
+        return v
+
 
 @register_scorer("counterfactual_loglikelihood")
 class CounterfactualScorer(Scorer):
@@ -122,6 +135,12 @@ class CounterfactualScorer(Scorer):
     """
 
     Options = CounterfactualOptions
+    metrics = ("relative_negativity", "negativity_spread")
+    group_only_metrics = ("relative_negativity",)
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        axes = {str(it["axis"]) for it in items} & set(self.options.groups)
+        return {"axis": axes} | {a: set(self.options.groups[a]) for a in axes}
 
     def check(self) -> None:
         d = self.spec.data.templates
@@ -345,6 +364,12 @@ class StereoSetScorer(Scorer):
     """
 
     Options = StereoSetOptions
+    metrics = ("stereotype_score", "lm_score", "icat")
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        pairs = {(str(it["type"]), str(it["bias_type"])) for it in items}
+        return {"bias_type": {d for _, d in pairs}, "type": {t for t, _ in pairs},
+                "type/bias_type": {f"{t}/{d}" for t, d in pairs}}
 
     item_schema: ClassVar[dict[str, str]] = {"type": "str", "target": "str", "bias_type": "str", "context": "str", "stereotype": "text",
                    "anti_stereotype": "text", "unrelated": "text"}
@@ -517,6 +542,11 @@ class BBQScorer(Scorer):
                     raise DataError(f"suite {self.spec.id}: item {i} (id {it['id']!r}): field '{f}' must be "
                                     f"0, 1 or 2, got {it[f]!r}")
 
+    metrics = ("accuracy", "accuracy_amb", "accuracy_disamb", "amb_bias_score", "disamb_bias_score")
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        return {"category": {str(it["category"]) for it in items}}
+
     def check(self) -> None:
         _needs_reader(self, "bbq")
 
@@ -669,6 +699,12 @@ class WinoBiasScorer(Scorer):
     """
 
     Options = WinoBiasOptions
+    metrics = ("accuracy", "pro_anti_gap", "margin_gap")
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        types = {str(it["type"]) for it in items}
+        return {"set": {f"{t}_{s}" for t in types for s in ("pro", "anti")}, "stereotype": {"pro", "anti"},
+                "type": types}
 
     item_schema: ClassVar[dict[str, str]] = {"pro": "dict", "anti": "dict", "type": "str"}
 

@@ -37,6 +37,10 @@ class CanaryExposureScorer(Scorer):
     """
 
     Options = CanaryOptions
+    metrics = ("exposure", "max_exposure", "exposed_share")
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        return {}
 
     item_schema: ClassVar[dict[str, str]] = {"secret": "str", "text": "text", "template": "text", "alphabet": "str", "secret_length": "int",
                    "space_size": "int", "repeats": "int", "planted": "list"}

@@ -154,6 +154,16 @@ class BoldScorer(_Judged):
 
     Options = SentimentOptions
     generates = True
+    metrics = ("mean_sentiment", "negative_rate", "offensive_rate", "mean_sentiment_group_gap",
+               "negative_rate_dp_gap", "negative_rate_dp_ratio", "offensive_rate_dp_gap", "offensive_rate_dp_ratio")
+    group_only_metrics = metrics[3:]  # the gaps and ratios are per domain
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        out: dict[str, set[str]] = {"domain": set()}
+        for it in items:
+            out["domain"].add(str(it["domain"]))
+            out.setdefault(str(it["domain"]), set()).add(str(it["group"]))
+        return out
 
     item_schema: ClassVar[dict[str, str]] = {"prompt": "text"}
 
@@ -287,6 +297,17 @@ class HonestScorer(Scorer):
     Options = HonestOptions
     generates = True
     _lexicon: HurtLex | None = None
+    metrics = ("honest_score", "honest_score_group_gap")
+
+    def metric_names(self) -> frozenset[str]:
+        ks = [f"honest_score_k{j}" for j in self.options.prefix_k]
+        return frozenset([*self.metrics, *ks, *(k + "_group_gap" for k in ks)])
+
+    def group_only(self) -> frozenset[str]:
+        return frozenset(m for m in self.metric_names() if m.endswith("_group_gap"))  # per set
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        return {f: {str(it[f]) for it in items} for f in ("set", "category", "identity")}
 
     item_schema: ClassVar[dict[str, str]] = {"prompt": "text"}
 
@@ -503,6 +524,13 @@ class CounterfactualGenerationScorer(_Judged):
     Options = CounterfactualGenOptions
     generates = True
     _refusal: RefusalDetector | None = None
+    metrics = ("mean_sentiment", *(m for m, _ in _CF_BINARY), *(m for m, _ in _CF_PAIRED), "sentiment_w1_gap",
+               *(m + s for m, _ in _CF_BINARY for s in ("_dp_gap", "_dp_ratio")))
+    group_only_metrics = metrics[len(_CF_BINARY) + 1 :]  # paired rows, gaps and ratios are per group or axis
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        axes = {str(it["axis"]) for it in items} & set(self.options.groups)
+        return {"axis": axes} | {a: set(self.options.groups[a]) for a in axes}
 
     item_schema: ClassVar[dict[str, str]] = {"template": "text", "axis": "str"}
 

@@ -134,6 +134,12 @@ class MembershipInferenceScorer(Scorer):
 
     item_schema: ClassVar[dict[str, str]] = {"text": "text"}
 
+    def metric_names(self) -> frozenset[str]:
+        return frozenset(f"{name}_{suffix}" for name in _MIA_SIGNALS for suffix in ("auc", _fpr_name(self.options.fpr)))
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        return {}
+
     def requests(self, item: dict[str, Any]) -> list[Request]:
         if not isinstance(item.get("member"), bool):
             raise DataError(f"suite {self.spec.id}: a text has no member label (true/false)")

@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from auditlm.errors import choices
 from auditlm.metrics import MetricResult, stable_seed, summarize
 from auditlm.scorers import Gen, ItemRecord, Request, ScoreContext, ScoredItem, Scorer, register_scorer
 
@@ -20,11 +21,48 @@ from auditlm.scorers import Gen, ItemRecord, Request, ScoreContext, ScoredItem, 
 HEADLINE_ENTITIES = ("EMAIL_ADDRESS", "PHONE_NUMBER", "PERSON")
 
 
+#: Every entity type the PII scanner can report: Presidio's English recognizers (spaCy NER mapped as in
+#: :mod:`auditlm.privacy.pii`, pattern and checksum recognizers) plus auditlm's own
+#: (:mod:`auditlm.privacy.recognizers`). Kept static so that a suite's ``options.entities`` is checked when the
+#: suite loads, without loading Presidio; ``tests/test_cli_hostile.py`` checks it against the scanner's engine.
+KNOWN_ENTITY_TYPES: frozenset[str] = frozenset({
+    "CREDIT_CARD", "CRYPTO", "DATE_OF_BIRTH", "DATE_TIME", "EMAIL_ADDRESS", "IBAN_CODE", "IP_ADDRESS", "LOCATION",
+    "MAC_ADDRESS", "MEDICAL_LICENSE", "NRP", "ORGANIZATION", "PERSON", "PHONE_NUMBER", "UK_NHS", "URL",
+    "US_BANK_NUMBER", "US_DRIVER_LICENSE", "US_ITIN", "US_PASSPORT", "US_SSN", "US_STREET_ADDRESS", "UUID",
+})
+
+
+def _default_entities() -> tuple[str, ...]:
+    from auditlm.privacy.pii import DEFAULT_ENTITIES
+
+    return DEFAULT_ENTITIES
+
+
+def check_entities(v: list[str] | None) -> list[str] | None:
+    """An ``options.entities`` list: non-empty, and every name an entity type the scanner knows."""
+    if v is None:
+        return v
+    if not v:
+        raise ValueError(f"needs at least one entity type (valid: {choices(KNOWN_ENTITY_TYPES)})")
+    unknown = [e for e in v if e not in KNOWN_ENTITY_TYPES]
+    if unknown:
+        raise ValueError(f"unknown entity type(s) {', '.join(map(repr, unknown))} "
+                         f"(valid: {choices(KNOWN_ENTITY_TYPES)})")
+    return v
+
+
 class PiiOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    #: Entity types scanned for (default: :data:`~auditlm.privacy.pii.DEFAULT_ENTITIES`).
     entities: list[str] | None = None
-    score_threshold: float = 0.5
+    #: Presidio score a finding needs (entities with their own threshold excepted), in [0, 1].
+    score_threshold: float = Field(0.5, ge=0.0, le=1.0)
+
+    @field_validator("entities")
+    @classmethod
+    def _known_entities(cls, v: list[str] | None) -> list[str] | None:
+        return check_entities(v)
 
 
 class _ScannerMixin:
@@ -114,6 +152,11 @@ class PiiEmissionScorer(_ScannerMixin, Scorer):
 
     Options = PiiOptions
     generates = True
+    metrics = ("emission_rate", "copy_rate", "validated_emission_rate")
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        return {"category": {str(it.get("category", "all")) for it in items},
+                "entity_type": set(self.options.entities or _default_entities()) | set(HEADLINE_ENTITIES)}
 
     item_schema: ClassVar[dict[str, str]] = {"prompt": "text"}
 
@@ -246,6 +289,15 @@ class PiiDetectorEvalScorer(_ScannerMixin, Scorer):
     """
 
     Options = PiiOptions
+    metrics = ("precision", "recall", "f1", "precision_exact", "recall_exact", "f1_exact", "false_alarm_rate")
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        """Entity types: those of the gold spans and those the scanner can predict; false alarms per category."""
+        from auditlm.privacy.detector_eval import Span
+
+        gold = {Span.of(x).entity_type for it in items for x in it["spans"]}
+        return {"entity_type": gold | set(self.options.entities or _default_entities()),
+                "category": {str(it["category"]) for it in items}}
 
     item_schema: ClassVar[dict[str, str]] = {"text": "text", "spans": "list"}
 

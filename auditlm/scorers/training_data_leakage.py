@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from auditlm import stats
 from auditlm.errors import DataError
@@ -155,6 +155,20 @@ class LeakageOptions(BaseModel):
     #: total log-likelihood.
     rank_by: Literal["perplexity", "loglikelihood"] = "perplexity"
 
+    @field_validator("entities")
+    @classmethod
+    def _known_entities(cls, v: list[str] | None) -> list[str] | None:
+        from auditlm.scorers.privacy import check_entities
+
+        return check_entities(v)
+
+    @field_validator("prompts")
+    @classmethod
+    def _nonblank_prompts(cls, v: list[str]) -> list[str]:
+        if any(not p.strip() for p in v):
+            raise ValueError("every prompt needs text (an empty prompt was given)")
+        return v
+
     @model_validator(mode="after")
     def _k_fits(self) -> LeakageOptions:
         if self.k > self.max_candidates:
@@ -206,6 +220,10 @@ class TrainingDataLeakageScorer(Scorer):
 
     Options = LeakageOptions
     generates = True
+    metrics = ("extraction_recall", "extraction_precision", "extraction_recall_excl_reference",
+               "extraction_precision_excl_reference", "extraction_recall_also_reference",
+               "reference_extraction_recall", "reconstruction_accuracy", "reference_reconstruction_accuracy",
+               "inference_accuracy", "reference_inference_accuracy")
     _scanner: Any = None
 
     item_schema: ClassVar[dict[str, str]] = {"attack": "str"}
@@ -233,6 +251,11 @@ class TrainingDataLeakageScorer(Scorer):
 
             self._scanner = PiiScanner(self.options.entities)
         return self._scanner
+
+    def group_values(self, items: list[dict[str, Any]]) -> dict[str, set[str]] | None:
+        from auditlm.privacy.pii import DEFAULT_ENTITIES
+
+        return {"entity_type": set(self.options.entities or DEFAULT_ENTITIES)}
 
     def _attacked(self, entity_type: str) -> bool:
         return self.options.entities is None or entity_type in self.options.entities

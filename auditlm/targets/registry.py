@@ -277,14 +277,104 @@ def resolve(
         return HFTarget(str(path), name=spec, revision_hash=manifest.get("gguf_sha256"), **opts)
     path = Path(spec).expanduser()
     if path.is_dir():
-        return HFTarget(str(path), revision=revision, trust_remote_code=trust_remote_code, name=spec, **opts)
+        try:
+            return HFTarget(str(path), revision=revision, trust_remote_code=trust_remote_code, name=spec, **opts)
+        except TargetError as e:
+            if "trust_remote_code" in str(e) and not trust_remote_code:
+                raise _remote_code_refusal(spec, "transformers refused to load it without") from e
+            raise
     if spec.startswith((".", "/", "~")) or path.exists():
         what = "is not a directory" if path.exists() else "does not exist"
         raise TargetError(f"model path {spec!r} {what}")
     try:
         return HFTarget(spec, revision=revision, trust_remote_code=trust_remote_code, name=spec, **opts)
     except TargetError as e:
+        if "trust_remote_code" in str(e) and not trust_remote_code:
+            raise _remote_code_refusal(spec, "transformers refused to load it without") from e
         raise TargetError(
             f"unknown model {spec!r}: not a built-in model ({choices(KNOWN_MODELS)}), a local directory, "
             f"or a loadable Hugging Face model id ({_short(e)})"
         ) from e
+
+
+#: What ``--trust-remote-code`` means, for every message that asks for it.
+REMOTE_CODE_HINT = "pass --trust-remote-code to allow it (it runs code from the model repo)"
+#: Weight files ``from_pretrained`` reads from a local model folder.
+_WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json", "*.pth", "*.pt",
+                 "*.h5", "*.msgpack", "*.ckpt.index")
+
+
+def _remote_code_refusal(spec: str, where: str) -> TargetError:
+    return TargetError(f"model {spec!r} needs custom code from its repository ({where}); {REMOTE_CODE_HINT}")
+
+
+def _check_config(spec: str, config: Path, trust_remote_code: bool) -> None:
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise TargetError(f"model {spec!r}: cannot read {config.name} ({_short(e)})") from e
+    if not isinstance(cfg, dict):
+        raise TargetError(f"model {spec!r}: {config.name} is not a JSON object")
+    if cfg.get("auto_map") and not trust_remote_code:
+        raise _remote_code_refusal(spec, f"{config.name} has auto_map")
+
+
+def check_model(spec: str | None, *, revision: str | None = None, trust_remote_code: bool = False) -> None:
+    """Check a model spec as far as can be done without loading weights (called before a run opens its
+    store): a built-in name, a local folder with a readable ``config.json`` and weight files, or a Hub id
+    whose ``config.json`` can be fetched (or is cached, offline); a model that needs custom code is refused
+    unless ``trust_remote_code``. Raises the :class:`TargetError` :func:`resolve` would raise."""
+    spec = spec or DEFAULT_MODEL
+    if spec in KNOWN_MODELS:
+        if revision is not None:
+            raise TargetError(f"--revision applies to Hugging Face Hub ids, not the built-in model {spec!r}")
+        return
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.is_file():
+            raise TargetError(f"model directory {spec!r} has no config.json (expected a Hugging Face model "
+                              "folder: config.json, weights and tokenizer files)")
+        _check_config(spec, config, trust_remote_code)
+        if not any(next(path.glob(g), None) for g in _WEIGHT_GLOBS):
+            raise TargetError(f"model directory {spec!r} has no weight files ({', '.join(_WEIGHT_GLOBS[:2])} …)")
+        return
+    if spec.startswith((".", "/", "~")) or path.exists():
+        what = "is not a directory" if path.exists() else "does not exist"
+        raise TargetError(f"model path {spec!r} {what}")
+    try:
+        from huggingface_hub import hf_hub_download
+
+        config = Path(hf_hub_download(spec, "config.json", revision=revision))
+    except Exception as e:  # offline and not cached, no such repo, a malformed id, a network error
+        raise TargetError(
+            f"unknown model {spec!r}: not a built-in model ({choices(KNOWN_MODELS)}), a local directory, "
+            f"or a loadable Hugging Face model id ({_short(e)})"
+        ) from e
+    _check_config(spec, config, trust_remote_code)
+
+
+_DEVICE_FORMS = "auto, cpu, mps, cuda, cuda:N"
+
+
+def check_device(device: str) -> None:
+    """Refuse a ``--device`` that is malformed or not present on this machine (before any model loads)."""
+    import re
+
+    m = re.fullmatch(r"(auto|cpu|mps|cuda)(?::(\d+))?", device)
+    if m is None or (m[2] is not None and m[1] != "cuda"):
+        raise TargetError(f"invalid --device {device!r} (valid: {_DEVICE_FORMS})")
+    if m[1] == "cuda":
+        import torch
+
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise TargetError(f"--device {device}: no CUDA device is available here (valid here: auto, cpu)")
+        if m[2] is not None and int(m[2]) >= n:
+            raise TargetError(f"--device {device}: only {n} CUDA device(s) here "
+                              f"(valid: {', '.join(f'cuda:{i}' for i in range(n))})")
+    if m[1] == "mps":
+        import torch
+
+        if not torch.backends.mps.is_available():
+            raise TargetError(f"--device {device}: MPS is not available here (valid here: auto, cpu)")
