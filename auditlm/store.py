@@ -178,11 +178,8 @@ class Store:
         """The file's size, ``None`` when there is no file; a path that cannot be looked at is a StoreError."""
         try:
             return self.path.stat().st_size
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):  # a file on the way: no store (writers say more)
             return None
-        except NotADirectoryError:
-            blocker = next((p for p in self.path.parents if p.exists()), self.path.parent)
-            raise StoreError(f"cannot use store '{self.path}': '{blocker}' is a file, not a directory") from None
         except PermissionError:
             raise StoreError(f"cannot read store '{self.path}': permission denied on its directory") from None
         except OSError as e:
