@@ -31,6 +31,10 @@ class StoreError(AuditError):
     """The run store is unreadable, corrupt, or a run id is unknown."""
 
 
+class LeaseLost(StoreError):
+    """Another process took over the lease of the run this process was executing (it was thought abandoned)."""
+
+
 class GateError(AuditError):
     """A ``--fail-on`` gate expression cannot be parsed or names nothing measured."""
 

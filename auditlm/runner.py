@@ -19,7 +19,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from auditlm.errors import DataError, RunInterrupted, StoreError, SuiteSpecError, TargetError, Terminated
+from auditlm.errors import (
+    DataError,
+    LeaseLost,
+    RunInterrupted,
+    StoreError,
+    SuiteSpecError,
+    TargetError,
+    Terminated,
+)
 from auditlm.metrics import MetricResult, stable_seed, stratified_subset
 from auditlm.scorers import LL, Gen, Output, Request, ScoreContext, get_scorer
 from auditlm.store import Store, new_run_id
@@ -208,9 +216,8 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
     targets = {"main": target} | ({"reference": reference} if reference is not None else {})
     try:
         token = store.acquire_lease(run_id)
-    except BaseException as e:
-        if isinstance(e, KeyboardInterrupt | Terminated) and not isinstance(e, RunInterrupted):
-            raise RunInterrupted(run_id, str(store.path.absolute()), _signum(e)) from e
+    except (KeyboardInterrupt, Terminated) as e:
+        _stop(store, run_id, e)
         raise
     try:
         store.set_run_status(run_id, "running")
@@ -220,6 +227,8 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
         store.set_run_status(run_id, "complete", duration_s=prev + time.perf_counter() - t0,
                              model_info=target.info())
         result = RunResult(run_id, store.metrics(run_id), store.run_suites(run_id))
+    except LeaseLost:
+        raise  # the run is another process's now: its record is theirs to write
     except BaseException as e:
         _stop(store, run_id, e, token)
         raise
@@ -337,8 +346,8 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
         outputs = _answer(targets, reqs, params, spec.id, [it["id"] for it in items])
         scored = scorer.score_batch(items, outputs, ctx)
         store.write_items(run_id, spec.id, [(sid, i, scorer.stored_input(it), s.output, s.score)
-                                            for (i, it, sid), s in zip(chunk, scored, strict=True)])
-        store.heartbeat(run_id, token)
+                                            for (i, it, sid), s in zip(chunk, scored, strict=True)],
+                          lease=token)
         if advance:
             advance(len(chunk))
     records = store.items(run_id, spec.id)

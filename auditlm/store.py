@@ -25,7 +25,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from auditlm.errors import StoreError, choices
+from auditlm.errors import LeaseLost, StoreError, choices
 from auditlm.metrics import MetricResult
 from auditlm.privacy.keys import StoreKey, create_key, key_path, load_key, touch_private
 from auditlm.scorers import ItemRecord
@@ -488,12 +488,14 @@ class Store:
         return token
 
     def heartbeat(self, run_id: str, token: str) -> None:
-        """Refresh the lease; a :class:`StoreError` when it is no longer this holder's (taken over)."""
+        """Refresh the lease; :class:`~auditlm.errors.LeaseLost` when it is no longer this holder's (taken over).
+        (:meth:`write_items` with ``lease=`` does this in the chunk's own transaction.)"""
         with self._tx() as c:
             n = c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=? AND token=?",
                           (_now(), run_id, token)).rowcount
         if n != 1:
-            raise StoreError(f"run {run_id}: another process took over this run's lease; stopping")
+            raise LeaseLost(f"run {run_id}: another process took over this run's lease; stopping (the run is "
+                            f"now theirs)")
 
     def release_lease(self, run_id: str, token: str) -> None:
         """Give the lease back (a no-op when it is not, or no longer, this holder's)."""
@@ -538,9 +540,19 @@ class Store:
 
     # --- items ------------------------------------------------------------------------------------------
 
-    def write_items(self, run_id: str, suite_id: str, rows: Iterable[tuple[str, int, Any, Any, Any]]) -> None:
-        """Insert ``(item_id, position, input, output, score)`` rows in one transaction."""
+    def write_items(self, run_id: str, suite_id: str, rows: Iterable[tuple[str, int, Any, Any, Any]],
+                    lease: str | None = None) -> None:
+        """Insert ``(item_id, position, input, output, score)`` rows in one transaction.
+
+        With ``lease`` (a token from :meth:`acquire_lease`) the same transaction refreshes the lease's
+        heartbeat, and writes nothing, raising :class:`~auditlm.errors.LeaseLost`, when the lease is no
+        longer this holder's.
+        """
         with self._tx() as c:
+            if lease is not None and c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=? AND token=?",
+                                               (_now(), run_id, lease)).rowcount != 1:
+                raise LeaseLost(f"run {run_id}: another process took over this run's lease; stopping (the run "
+                                f"is now theirs)")
             c.executemany(
                 "INSERT INTO items VALUES (?,?,?,?,?,?,?)",
                 [(run_id, suite_id, iid, pos, json.dumps(i), json.dumps(o), json.dumps(s))

@@ -19,7 +19,7 @@ import pytest
 
 from auditlm import runner
 from auditlm.cli import main
-from auditlm.errors import AuditError, StoreError
+from auditlm.errors import AuditError, LeaseLost, StoreError
 from auditlm.store import SCHEMA_VERSION, Store
 from auditlm.suites.loader import discover, select
 from auditlm.targets.fake import FakeTarget
@@ -195,3 +195,30 @@ def test_two_resumes_started_at_once_one_wins(tmp_path: Path, prepared):
     with Store(path, readonly=True) as st:
         assert st.get_run(rid).status == "complete" and len(st.item_ids(rid, SUITE)) == _CFG.limit
     assert sqlite3.connect(path).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_run_taken_over_stops_without_writing(tmp_path: Path, prepared):
+    """When another process takes the lease over (this one was thought dead), the next chunk is not written and
+    the run's record is left to the new holder."""
+    path = tmp_path / "runs.sqlite"
+
+    class TakenOverOnSecondChunk(FakeTarget):
+        calls = 0
+
+        def loglikelihood(self, requests, progress=None):
+            TakenOverOnSecondChunk.calls += 1
+            if TakenOverOnSecondChunk.calls == 2:
+                con = sqlite3.connect(path)
+                con.execute("UPDATE leases SET pid=1, token='theirs', heartbeat_at='x'")
+                con.execute("UPDATE runs SET status='running', error=NULL")
+                con.commit()
+                con.close()
+            return super().loglikelihood(requests, progress)
+
+    with Store(path) as st:
+        rid = runner.start_run(st, FakeTarget(), prepared, _CFG)
+        with pytest.raises(LeaseLost, match=f"run {rid}: another process took over"):
+            runner.execute(st, rid, TakenOverOnSecondChunk(), prepared, _CFG)
+        assert len(st.item_ids(rid, SUITE)) == 2  # the first chunk only
+        assert st.get_run(rid).status == "running" and st.get_run(rid).error is None  # not ours to mark
+        assert st.lease(rid)["token"] == "theirs"
