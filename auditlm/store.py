@@ -18,7 +18,7 @@ import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -245,7 +245,7 @@ class Store:
         inside it: of several processes opening a fresh (or old) store at once, the first migrates and the rest
         find it current. Returns whether the store still held schema 1's salt (purged by the caller)."""
         c = self.conn
-        c.execute("BEGIN EXCLUSIVE")
+        self._begin("EXCLUSIVE")
         try:
             version, tables = self._inspect()
             self._check_version(version, tables, True)
@@ -263,22 +263,26 @@ class Store:
         return salted
 
     def _set_wal(self) -> None:
-        """WAL mode (persistent in the file). Switching needs a moment without other connections' locks, so a
-        busy store is retried for as long as the connection's timeout."""
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        """WAL mode (persistent in the file)."""
+        _retry_busy(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
+
+    def _begin(self, kind: str) -> None:
+        """``BEGIN IMMEDIATE`` / ``BEGIN EXCLUSIVE``, waiting for other writers."""
+        _retry_busy(lambda: self.conn.execute(f"BEGIN {kind}"))
 
     def _purge_salt(self) -> None:
         # Move the zeroed page into the main file and empty the WAL, so no copy of the salt survives;
-        # files made by older versions got the umask's mode, so tighten them too.
-        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        # files made by older versions got the umask's mode, so tighten them too. A TRUNCATE checkpoint holds
+        # the write lock while it waits for readers, and a process opening the store at the same moment holds a
+        # read snapshot while it waits for the write lock: so wait briefly, let the others through, try again.
+        self.conn.execute("PRAGMA busy_timeout = 100")
+        try:
+            deadline = time.monotonic() + 30
+            while self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            self.conn.execute("PRAGMA busy_timeout = 30000")
         for p in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
             if p.exists():
                 with contextlib.suppress(OSError):  # not the owner: leave the mode to them
@@ -356,7 +360,7 @@ class Store:
         if self.meta(META_KEY_ID) is not None:
             return
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._begin("IMMEDIATE")
             if self.meta(META_KEY_ID) is None:
                 key = create_key(self._key_dir)
                 self.conn.executemany("INSERT INTO meta VALUES (?, ?)", [
@@ -465,7 +469,7 @@ class Store:
         pid, host, start = _identity()
         c = self.conn
         try:
-            c.execute("BEGIN IMMEDIATE")
+            self._begin("IMMEDIATE")
             row = c.execute("SELECT * FROM leases WHERE run_id=?", (run_id,)).fetchone()
             if row is not None and not _abandoned(row):
                 where = "" if row["host"] == host else f" on {row['host']}"
@@ -611,6 +615,23 @@ def _run_row(row: sqlite3.Row) -> RunRow:
         json.loads(row["model_info"]), json.loads(row["config"]), row["seed"], row["auditlm_version"],
         row["git_hash"], row["duration_s"], row["error"],
     )
+
+
+def _retry_busy(op: Callable[[], object], timeout: float = 30.0) -> None:
+    """Run ``op``, retrying while SQLite reports the database locked. The connection's busy timeout covers
+    most waits, but SQLite returns SQLITE_BUSY at once (to avoid deadlock) in some cases, e.g. while another
+    connection switches a fresh or old store to WAL mode, so those are retried here for up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            op()
+            return
+        except sqlite3.OperationalError as e:
+            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 def _statements(script: str) -> list[str]:

@@ -222,3 +222,46 @@ def test_a_run_taken_over_stops_without_writing(tmp_path: Path, prepared):
         assert len(st.item_ids(rid, SUITE)) == 2  # the first chunk only
         assert st.get_run(rid).status == "running" and st.get_run(rid).error is None  # not ours to mark
         assert st.lease(rid)["token"] == "theirs"
+
+
+def _open_only(path: str, barrier, results) -> None:
+    try:
+        barrier.wait(timeout=60)
+        Store(path).close()
+        results.put(("ok", ""))
+    except AuditError as e:
+        results.put(("error", str(e)))
+    except BaseException:
+        results.put(("crash", traceback.format_exc()))
+
+
+def test_four_processes_upgrading_an_old_store_at_once(tmp_path: Path):
+    """A schema-1 store (with the salt migration 2 deletes) opened by four writers at once: one migrates, all
+    succeed, and no copy of the salt survives in the file or its WAL."""
+    from auditlm.store import MIGRATIONS
+
+    salt = "SALT-4c1d-never-kept"
+    ctx = multiprocessing.get_context("fork")
+    for rnd in range(ROUNDS):
+        path = tmp_path / f"old{rnd}.sqlite"
+        con = sqlite3.connect(path)
+        con.executescript("BEGIN;" + MIGRATIONS[0] + "PRAGMA user_version = 1;COMMIT;")
+        con.execute("INSERT INTO meta VALUES ('salt', ?)", (salt,))
+        con.commit()
+        con.close()
+        barrier, results = ctx.Barrier(PROCS), ctx.Queue()
+        procs = [ctx.Process(target=_open_only, args=(str(path), barrier, results)) for _ in range(PROCS)]
+        for p in procs:
+            p.start()
+        outcomes = [results.get(timeout=120) for _ in procs]
+        for p in procs:
+            p.join(timeout=60)
+        assert [k for k, _ in outcomes] == ["ok"] * PROCS, outcomes
+        con = sqlite3.connect(path)
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert dict(con.execute("SELECT key, count(*) FROM meta GROUP BY key").fetchall()) == \
+            {"key_id": 1, "key_fingerprint": 1, "hash": 1}
+        con.close()
+        wal = path.with_name(path.name + "-wal")
+        assert salt.encode() not in path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
