@@ -248,7 +248,9 @@ def _stop(store: Store, run_id: str, e: BaseException, token: str | None = None)
     interrupted = isinstance(e, KeyboardInterrupt | Terminated)
     with _signals_deferred():
         try:
-            store.set_run_status(run_id, "interrupted" if interrupted else "failed", error=error_text(e))
+            # an interruption's text is ours (no data in it): no PII scan to load while the process is stopping
+            text = f"{type(e).__name__}: {e}"[:500] if interrupted else error_text(e)
+            store.set_run_status(run_id, "interrupted" if interrupted else "failed", error=text)
         finally:
             if token is not None:
                 with contextlib.suppress(Exception):
