@@ -223,17 +223,17 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
         store.set_run_status(run_id, "running")
         for pos, p in enumerate(prepared):
             _run_suite(store, run_id, targets, p, pos, config, ctx, progress, token)
-        prev = store.get_run(run_id).duration_s or 0.0
-        store.set_run_status(run_id, "complete", duration_s=prev + time.perf_counter() - t0,
-                             model_info=target.info())
         result = RunResult(run_id, store.metrics(run_id), store.run_suites(run_id))
+        prev = store.get_run(run_id).duration_s or 0.0
+        with _signals_deferred():  # marked complete, a run is never then marked interrupted
+            store.set_run_status(run_id, "complete", duration_s=prev + time.perf_counter() - t0,
+                                 model_info=target.info())
+            store.release_lease(run_id, token)
     except LeaseLost:
         raise  # the run is another process's now: its record is theirs to write
     except BaseException as e:
         _stop(store, run_id, e, token)
         raise
-    with _signals_deferred():
-        store.release_lease(run_id, token)
     return result
 
 
