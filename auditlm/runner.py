@@ -9,14 +9,25 @@ always aggregated from the stored items).
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from auditlm.errors import DataError, StoreError, SuiteSpecError, TargetError
+from auditlm.errors import (
+    DataError,
+    LeaseLost,
+    RunInterrupted,
+    StoreError,
+    SuiteSpecError,
+    TargetError,
+    Terminated,
+)
 from auditlm.metrics import MetricResult, stable_seed, stratified_subset
 from auditlm.scorers import LL, Gen, Output, Request, ScoreContext, get_scorer
 from auditlm.store import Store, new_run_id
@@ -143,19 +154,27 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
 
 def start_run(store: Store, target: Target, prepared: list[PreparedSuite], config: RunConfig,
               skipped: dict[str, str] | None = None) -> str:
-    """Create the run record (and its suites) and return the new run id."""
+    """Create the run record (and its suites) and return the new run id.
+
+    Interrupted (Ctrl-C, SIGTERM) once the record exists, the run is stored as ``interrupted`` and
+    :class:`~auditlm.errors.RunInterrupted` is raised, as by :func:`execute`.
+    """
     from auditlm import __version__
 
     run_id = new_run_id()
     store.create_run(run_id=run_id, model=config.model, model_info=target.info(), config=config.to_dict(),
                      seed=config.seed, auditlm_version=__version__, git_hash=git_hash())
-    for pos, p in enumerate(prepared):
-        store.upsert_suite(run_id, p.suite.spec.id, version=p.suite.spec.version, digest=p.digest,
-                           position=pos, n_items=len(p.items), status="pending",
-                           data_files=[r.to_dict() for r in p.data])
-    for k, (sid, why) in enumerate(sorted((skipped or {}).items())):
-        store.upsert_suite(run_id, sid, version="-", digest="-", position=len(prepared) + k, n_items=0,
-                           status="skipped", detail=why)
+    try:
+        for pos, p in enumerate(prepared):
+            store.upsert_suite(run_id, p.suite.spec.id, version=p.suite.spec.version, digest=p.digest,
+                               position=pos, n_items=len(p.items), status="pending",
+                               data_files=[r.to_dict() for r in p.data])
+        for k, (sid, why) in enumerate(sorted((skipped or {}).items())):
+            store.upsert_suite(run_id, sid, version="-", digest="-", position=len(prepared) + k, n_items=0,
+                               status="skipped", detail=why)
+    except BaseException as e:
+        _stop(store, run_id, e)
+        raise
     return run_id
 
 
@@ -191,22 +210,78 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
     """Compute every pending item, aggregate each suite from the store, and mark the run complete.
 
     ``reference`` answers the requests a scorer addresses to ``"reference"`` (``--reference-model``).
+
+    The run's lease (:meth:`Store.acquire_lease`) is held throughout, so a second process executing the same
+    run (two ``--resume``) is refused with a one-line :class:`StoreError` before it computes anything.
+    Interrupted by Ctrl-C (:class:`KeyboardInterrupt`) or SIGTERM (:class:`~auditlm.errors.Terminated`, raised
+    by the CLI's handler), the chunks already computed stay committed, the run is stored as ``interrupted`` and
+    :class:`~auditlm.errors.RunInterrupted` (a :class:`KeyboardInterrupt` carrying the run id, the store path
+    and the resume command) is raised; any other exception stores it as ``failed`` and propagates.
     """
     t0 = time.perf_counter()
     ctx = ScoreContext(store_raw=config.store_raw, key=store.hash_key, has_reference=reference is not None,
                        confidence=config.confidence, split_first_token=getattr(target, "split_first_token", None))
     targets = {"main": target} | ({"reference": reference} if reference is not None else {})
-    store.set_run_status(run_id, "running")
     try:
-        for pos, p in enumerate(prepared):
-            _run_suite(store, run_id, targets, p, pos, config, ctx, progress)
-    except BaseException as e:
-        store.set_run_status(run_id, "interrupted" if isinstance(e, KeyboardInterrupt) else "failed",
-                             error=error_text(e))
+        token = store.acquire_lease(run_id)
+    except (KeyboardInterrupt, Terminated) as e:
+        _stop(store, run_id, e)
         raise
-    prev = store.get_run(run_id).duration_s or 0.0
-    store.set_run_status(run_id, "complete", duration_s=prev + time.perf_counter() - t0, model_info=target.info())
-    return RunResult(run_id, store.metrics(run_id), store.run_suites(run_id))
+    try:
+        store.set_run_status(run_id, "running")
+        for pos, p in enumerate(prepared):
+            _run_suite(store, run_id, targets, p, pos, config, ctx, progress, token)
+        result = RunResult(run_id, store.metrics(run_id), store.run_suites(run_id))
+        prev = store.get_run(run_id).duration_s or 0.0
+        with _signals_deferred():  # marked complete, a run is never then marked interrupted
+            store.set_run_status(run_id, "complete", duration_s=prev + time.perf_counter() - t0,
+                                 model_info=target.info())
+            store.release_lease(run_id, token)
+    except LeaseLost:
+        raise  # the run is another process's now: its record is theirs to write
+    except BaseException as e:
+        _stop(store, run_id, e, token)
+        raise
+    return result
+
+
+def _signum(e: BaseException) -> int:
+    return e.signum if isinstance(e, Terminated | RunInterrupted) else signal.SIGINT
+
+
+def _stop(store: Store, run_id: str, e: BaseException, token: str | None = None) -> None:
+    """Record why a run stopped (``interrupted`` for Ctrl-C / SIGTERM, else ``failed``) and give its lease
+    back, with further signals held off so the record is written whole; an interruption is then re-raised as
+    :class:`RunInterrupted` (from the original)."""
+    interrupted = isinstance(e, KeyboardInterrupt | Terminated)
+    with _signals_deferred():
+        try:
+            # an interruption's text is ours (no data in it): no PII scan to load while the process is stopping
+            text = f"{type(e).__name__}: {e}"[:500] if interrupted else error_text(e)
+            store.set_run_status(run_id, "interrupted" if interrupted else "failed", error=text)
+        finally:
+            if token is not None:
+                with contextlib.suppress(Exception):
+                    store.release_lease(run_id, token)
+    if interrupted and not isinstance(e, RunInterrupted):
+        raise RunInterrupted(run_id, str(store.path.absolute()), _signum(e)) from e
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM off (in the main thread; elsewhere signals are not delivered anyway) while the
+    block runs; one that arrives meanwhile is dropped, since the process is already stopping or finishing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in saved:
+        signal.signal(s, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
 
 
 def error_text(e: BaseException, limit: int = 500) -> str:
@@ -258,7 +333,7 @@ def _answer(targets: dict[str, Target], reqs: list[list[Request]], params: Gener
 
 
 def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: PreparedSuite, pos: int,
-               config: RunConfig, ctx: ScoreContext, progress: ProgressFactory | None) -> None:
+               config: RunConfig, ctx: ScoreContext, progress: ProgressFactory | None, token: str) -> None:
     spec = p.suite.spec
     scorer = get_scorer(spec)
     ctx = replace(ctx, data_dir=p.data_dir)
@@ -281,7 +356,8 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
         outputs = _answer(targets, reqs, params, spec.id, [it["id"] for it in items])
         scored = scorer.score_batch(items, outputs, ctx)
         store.write_items(run_id, spec.id, [(sid, i, scorer.stored_input(it), s.output, s.score)
-                                            for (i, it, sid), s in zip(chunk, scored, strict=True)])
+                                            for (i, it, sid), s in zip(chunk, scored, strict=True)],
+                          lease=token)
         if advance:
             advance(len(chunk))
     records = store.items(run_id, spec.id)

@@ -15,15 +15,17 @@ import contextlib
 import json
 import os
 import secrets
+import socket
 import sqlite3
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from auditlm.errors import StoreError, choices
+from auditlm.errors import LeaseLost, StoreError, choices
 from auditlm.metrics import MetricResult
 from auditlm.privacy.keys import StoreKey, create_key, key_path, load_key, touch_private
 from auditlm.scorers import ItemRecord
@@ -93,6 +95,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE run_suites ADD COLUMN data_files TEXT;
     """,
+    # 4: run leases — the process executing a run holds its row (pid, host, the process's start time, a random
+    # token) and refreshes heartbeat_at after each chunk, so a second process resuming the same run is refused
+    # with a clear message; a lease whose process is gone (same host) is taken over.
+    """
+    CREATE TABLE leases (
+        run_id TEXT PRIMARY KEY,
+        pid INTEGER NOT NULL,
+        host TEXT NOT NULL,
+        proc_start TEXT,
+        token TEXT NOT NULL,
+        acquired_at TEXT NOT NULL,
+        heartbeat_at TEXT NOT NULL
+    );
+    """,
 )
 
 #: The schema version this auditlm writes.
@@ -104,6 +120,9 @@ READABLE_FROM = 1
 META_KEY_ID, META_KEY_FINGERPRINT, META_HASH = "key_id", "key_fingerprint", "hash"
 HASH_SCHEME = "hmac-sha256"
 _TABLES = {"runs", "items", "metrics", "meta"}
+#: A lease held on another host (whose process cannot be checked) counts as abandoned once its heartbeat is
+#: older than this many seconds.
+LEASE_STALE_S = 3600.0
 
 
 def _now() -> str:
@@ -155,12 +174,43 @@ class Store:
         else:
             self._open_writer()
 
+    def _stat_size(self) -> int | None:
+        """The file's size, ``None`` when there is no file; a path that cannot be looked at is a StoreError."""
+        try:
+            return self.path.stat().st_size
+        except (FileNotFoundError, NotADirectoryError):  # a file on the way: no store (writers say more)
+            return None
+        except PermissionError:
+            raise StoreError(f"cannot read store '{self.path}': permission denied on its directory") from None
+        except OSError as e:
+            raise StoreError(f"cannot read store '{self.path}': {e.strerror or e}") from e
+
+    def _check_writable(self, *, file: bool) -> None:
+        """Refuse early, naming the path, when this process may not write the store or create SQLite's journal
+        files next to it (rather than letting SQLite report the store as invalid)."""
+        parent = self.path.parent
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise StoreError(f"cannot write to store '{self.path}': directory '{parent}' is read-only "
+                             f"(SQLite creates its journal files there); readers can still open it")
+        if file and not os.access(self.path, os.W_OK):
+            raise StoreError(f"cannot write to store '{self.path}': the file is read-only")
+
     def _open_writer(self) -> None:
-        existed = self.path.exists() and self.path.stat().st_size > 0
-        if existed:
+        size = self._stat_size()
+        if size:
             self._check_header()
+            self._check_writable(file=True)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            parent = self.path.parent
+            try:
+                parent.mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                blocker = next((p for p in (parent, *parent.parents) if p.exists()), parent)
+                raise StoreError(f"cannot create store '{self.path}': '{blocker}' is a file, not a directory") \
+                    from None
+            except OSError as e:
+                raise StoreError(f"cannot create store '{self.path}': {e.strerror or e}") from e
+            self._check_writable(file=size is not None)
             try:
                 touch_private(self.path)
             except OSError as e:
@@ -168,20 +218,81 @@ class Store:
         try:
             self.conn = sqlite3.connect(self.path, timeout=30)
             self.conn.row_factory = sqlite3.Row
-            version, tables = self._inspect()
+            salted = self._migrate_locked()
+            self._set_wal()
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self.conn.execute("PRAGMA secure_delete=ON")
+            if salted:
+                self._purge_salt()
+            self._ensure_key()
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"store '{self.path}' is not a valid auditlm store ({e})") from e
-        self._check_version(version, tables, existed)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")
-        self.conn.execute("PRAGMA secure_delete=ON")
-        self._migrate(version)
-        self._ensure_key()
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.close()
+            raise self._db_error(e) from e
+
+    def _db_error(self, e: sqlite3.DatabaseError) -> StoreError:
+        msg = str(e)
+        if "not a database" in msg or "malformed" in msg:
+            return StoreError(f"store '{self.path}' is not a valid auditlm store ({msg})")
+        if "readonly" in msg or "read-only" in msg:
+            return StoreError(f"cannot write to store '{self.path}': {msg}")
+        if "locked" in msg or "busy" in msg:
+            return StoreError(f"store '{self.path}' is locked by another process ({msg}); try again")
+        return StoreError(f"cannot open store '{self.path}': {msg}")
+
+    def _migrate_locked(self) -> bool:
+        """Check the schema and apply the pending migrations in one exclusive transaction, reading the version
+        inside it: of several processes opening a fresh (or old) store at once, the first migrates and the rest
+        find it current. Returns whether the store still held schema 1's salt (purged by the caller)."""
+        c = self.conn
+        self._begin("EXCLUSIVE")
+        try:
+            version, tables = self._inspect()
+            self._check_version(version, tables, True)
+            salted = version >= 1 and self.meta("salt") is not None
+            for i in range(version, len(MIGRATIONS)):
+                for stmt in _statements(MIGRATIONS[i]):
+                    c.execute(stmt)
+                c.execute(f"PRAGMA user_version = {i + 1}")
+            c.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+            raise
+        return salted
+
+    def _set_wal(self) -> None:
+        """WAL mode (persistent in the file)."""
+        _retry_busy(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
+
+    def _begin(self, kind: str) -> None:
+        """``BEGIN IMMEDIATE`` / ``BEGIN EXCLUSIVE``, waiting for other writers."""
+        _retry_busy(lambda: self.conn.execute(f"BEGIN {kind}"))
+
+    def _purge_salt(self) -> None:
+        # Move the zeroed page into the main file and empty the WAL, so no copy of the salt survives;
+        # files made by older versions got the umask's mode, so tighten them too. A TRUNCATE checkpoint holds
+        # the write lock while it waits for readers, and a process opening the store at the same moment holds a
+        # read snapshot while it waits for the write lock: so wait briefly, let the others through, try again.
+        self.conn.execute("PRAGMA busy_timeout = 100")
+        try:
+            deadline = time.monotonic() + 30
+            while self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0] and \
+                    time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            self.conn.execute("PRAGMA busy_timeout = 30000")
+        for p in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
+            if p.exists():
+                with contextlib.suppress(OSError):  # not the owner: leave the mode to them
+                    os.chmod(p, 0o600)
 
     def _open_reader(self) -> None:
-        if not self.path.exists():
+        size = self._stat_size()
+        if size is None:
             raise StoreError(f"no run store at '{self.path}' (run 'auditlm run' first, or pass --store)")
-        if self.path.stat().st_size == 0:
+        if size == 0:
             raise StoreError(f"store '{self.path}' is empty (no run has been written to it yet)")
         self._check_header()
         uri = self.path.absolute().as_uri() + "?mode=ro"
@@ -205,7 +316,7 @@ class Store:
                 self.conn.row_factory = sqlite3.Row
                 version, tables = self._inspect()
         except sqlite3.DatabaseError as e:
-            raise StoreError(f"store '{self.path}' is not a valid auditlm store ({e})") from e
+            raise self._db_error(e) from e
         self._check_version(version, tables, True)
         if version < READABLE_FROM:
             self.conn.close()
@@ -235,30 +346,21 @@ class Store:
             raise StoreError(f"store '{self.path}' {problem}")
 
     def _check_header(self) -> None:
-        with self.path.open("rb") as f:
-            head = f.read(16)
+        try:
+            with self.path.open("rb") as f:
+                head = f.read(16)
+        except PermissionError:
+            raise StoreError(f"cannot read store '{self.path}': permission denied") from None
+        except OSError as e:
+            raise StoreError(f"cannot read store '{self.path}': {e.strerror or e}") from e
         if head != b"SQLite format 3\x00":
             raise StoreError(f"store '{self.path}' is not a valid auditlm store (not an SQLite database)")
-
-    def _migrate(self, version: int) -> None:
-        salted = version >= 1 and self.meta("salt") is not None
-        for i in range(version, len(MIGRATIONS)):
-            with self.conn:
-                self.conn.executescript("BEGIN;" + MIGRATIONS[i] + f"PRAGMA user_version = {i + 1};COMMIT;")
-        if salted:
-            # Move the zeroed page into the main file and empty the WAL, so no copy of the salt survives;
-            # files made by older versions got the umask's mode, so tighten them too.
-            self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            for p in (self.path, *(self.path.with_name(self.path.name + s) for s in ("-wal", "-shm"))):
-                if p.exists():
-                    with contextlib.suppress(OSError):  # not the owner: leave the mode to them
-                        os.chmod(p, 0o600)
 
     def _ensure_key(self) -> None:
         if self.meta(META_KEY_ID) is not None:
             return
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._begin("IMMEDIATE")
             if self.meta(META_KEY_ID) is None:
                 key = create_key(self._key_dir)
                 self.conn.executemany("INSERT INTO meta VALUES (?, ?)", [
@@ -351,6 +453,64 @@ class Store:
         rows = self.conn.execute("SELECT * FROM runs ORDER BY created_at DESC, rowid DESC").fetchall()
         return [_run_row(r) for r in rows]
 
+    # --- leases -----------------------------------------------------------------------------------------
+
+    def acquire_lease(self, run_id: str) -> str:
+        """Take the run's lease for this process and return its token (pass it to :meth:`heartbeat` and
+        :meth:`release_lease`).
+
+        Raises a one-line :class:`StoreError` when another live process holds it (two ``--resume`` of one
+        run); a lease whose process has exited on this host (or, held on another host, whose heartbeat is older
+        than :data:`LEASE_STALE_S`) is taken over.
+        """
+        if self.readonly:
+            raise StoreError(f"store '{self.path}' is open read-only")
+        token = secrets.token_hex(8)
+        pid, host, start = _identity()
+        c = self.conn
+        try:
+            self._begin("IMMEDIATE")
+            row = c.execute("SELECT * FROM leases WHERE run_id=?", (run_id,)).fetchone()
+            if row is not None and not _abandoned(row):
+                where = "" if row["host"] == host else f" on {row['host']}"
+                raise StoreError(
+                    f"run {run_id} is being resumed by another process (pid {row['pid']}{where}, last seen "
+                    f"{row['heartbeat_at']}); wait for it to finish or stop it, then resume again")
+            now = _now()
+            c.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?,?)",
+                      (run_id, pid, host, start, token, now, now))
+            c.execute("COMMIT")
+        except sqlite3.DatabaseError as e:
+            with contextlib.suppress(sqlite3.Error):
+                c.execute("ROLLBACK")
+            raise self._db_error(e) from e
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+            raise
+        return token
+
+    def heartbeat(self, run_id: str, token: str) -> None:
+        """Refresh the lease; :class:`~auditlm.errors.LeaseLost` when it is no longer this holder's (taken over).
+        (:meth:`write_items` with ``lease=`` does this in the chunk's own transaction.)"""
+        with self._tx() as c:
+            n = c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=? AND token=?",
+                          (_now(), run_id, token)).rowcount
+        if n != 1:
+            raise LeaseLost(f"run {run_id}: another process took over this run's lease; stopping (the run is "
+                            f"now theirs)")
+
+    def release_lease(self, run_id: str, token: str) -> None:
+        """Give the lease back (a no-op when it is not, or no longer, this holder's)."""
+        with self._tx() as c:
+            c.execute("DELETE FROM leases WHERE run_id=? AND token=?", (run_id, token))
+
+    def lease(self, run_id: str) -> dict[str, Any] | None:
+        """The run's lease as stored (``pid``, ``host``, ``heartbeat_at`` …), or ``None`` when none is held."""
+        row = self.conn.execute("SELECT * FROM leases WHERE run_id=?", (run_id,)).fetchone()
+        return None if row is None else dict(row)
+
     # --- suites -----------------------------------------------------------------------------------------
 
     def upsert_suite(self, run_id: str, suite_id: str, *, version: str, digest: str, position: int,
@@ -384,9 +544,19 @@ class Store:
 
     # --- items ------------------------------------------------------------------------------------------
 
-    def write_items(self, run_id: str, suite_id: str, rows: Iterable[tuple[str, int, Any, Any, Any]]) -> None:
-        """Insert ``(item_id, position, input, output, score)`` rows in one transaction."""
+    def write_items(self, run_id: str, suite_id: str, rows: Iterable[tuple[str, int, Any, Any, Any]],
+                    lease: str | None = None) -> None:
+        """Insert ``(item_id, position, input, output, score)`` rows in one transaction.
+
+        With ``lease`` (a token from :meth:`acquire_lease`) the same transaction refreshes the lease's
+        heartbeat, and writes nothing, raising :class:`~auditlm.errors.LeaseLost`, when the lease is no
+        longer this holder's.
+        """
         with self._tx() as c:
+            if lease is not None and c.execute("UPDATE leases SET heartbeat_at=? WHERE run_id=? AND token=?",
+                                               (_now(), run_id, lease)).rowcount != 1:
+                raise LeaseLost(f"run {run_id}: another process took over this run's lease; stopping (the run "
+                                f"is now theirs)")
             c.executemany(
                 "INSERT INTO items VALUES (?,?,?,?,?,?,?)",
                 [(run_id, suite_id, iid, pos, json.dumps(i), json.dumps(o), json.dumps(s))
@@ -445,3 +615,81 @@ def _run_row(row: sqlite3.Row) -> RunRow:
         json.loads(row["model_info"]), json.loads(row["config"]), row["seed"], row["auditlm_version"],
         row["git_hash"], row["duration_s"], row["error"],
     )
+
+
+def _retry_busy(op: Callable[[], object], timeout: float = 30.0) -> None:
+    """Run ``op``, retrying while SQLite reports the database locked. The connection's busy timeout covers
+    most waits, but SQLite returns SQLITE_BUSY at once (to avoid deadlock) in some cases, e.g. while another
+    connection switches a fresh or old store to WAL mode, so those are retried here for up to ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.01
+    while True:
+        try:
+            op()
+            return
+        except sqlite3.OperationalError as e:
+            if ("locked" not in str(e) and "busy" not in str(e)) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+def _statements(script: str) -> list[str]:
+    """A migration script split into its SQL statements (run one by one inside the migration transaction;
+    ``executescript`` would commit it)."""
+    out, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+def _proc_start(pid: int) -> str | None:
+    """When process ``pid`` started (Linux: clock ticks since boot, from ``/proc``), so that a reused pid is not
+    mistaken for a lease's holder; ``None`` where it cannot be read."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def _identity() -> tuple[int, str, str | None]:
+    pid = os.getpid()
+    return pid, socket.gethostname(), _proc_start(pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    except OSError:
+        return False
+    return True
+
+
+def _abandoned(row: sqlite3.Row) -> bool:
+    """Whether a stored lease's holder is gone: on this host, its process has exited (or its pid now belongs to
+    a process started later), or it is this very process (left by an earlier call); elsewhere, its heartbeat is
+    older than :data:`LEASE_STALE_S`."""
+    pid, host, _ = _identity()
+    if row["host"] == host:
+        if row["pid"] == pid:
+            return True
+        if not _pid_alive(row["pid"]):
+            return True
+        now_start = _proc_start(row["pid"])
+        return row["proc_start"] is not None and now_start is not None and now_start != row["proc_start"]
+    try:
+        seen = datetime.fromisoformat(row["heartbeat_at"])
+    except ValueError:
+        return True
+    return (datetime.now(timezone.utc) - seen).total_seconds() > LEASE_STALE_S
