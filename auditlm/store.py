@@ -472,10 +472,7 @@ class Store:
             self._begin("IMMEDIATE")
             row = c.execute("SELECT * FROM leases WHERE run_id=?", (run_id,)).fetchone()
             if row is not None and not _abandoned(row):
-                where = "" if row["host"] == host else f" on {row['host']}"
-                raise StoreError(
-                    f"run {run_id} is being resumed by another process (pid {row['pid']}{where}, last seen "
-                    f"{row['heartbeat_at']}); wait for it to finish or stop it, then resume again")
+                self.check_lease_free(run_id)
             now = _now()
             c.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?,?)",
                       (run_id, pid, host, start, token, now, now))
@@ -490,6 +487,20 @@ class Store:
                     c.execute("ROLLBACK")
             raise
         return token
+
+    def check_lease_free(self, run_id: str) -> None:
+        """Raise the one-line :class:`StoreError` :meth:`acquire_lease` would when another live process holds
+        the run's lease; reads only (so ``auditlm run --resume`` refuses before the model loads)."""
+        try:
+            row = self.conn.execute("SELECT * FROM leases WHERE run_id=?", (run_id,)).fetchone()
+        except sqlite3.OperationalError:  # a store of a schema before leases: nobody can hold one
+            return
+        if row is not None and not _abandoned(row):
+            host = _identity()[1]
+            where = "" if row["host"] == host else f" on {row['host']}"
+            raise StoreError(
+                f"run {run_id} is being resumed by another process (pid {row['pid']}{where}, last seen "
+                f"{row['heartbeat_at']}); wait for it to finish or stop it, then resume again")
 
     def heartbeat(self, run_id: str, token: str) -> None:
         """Refresh the lease; :class:`~auditlm.errors.LeaseLost` when it is no longer this holder's (taken over).

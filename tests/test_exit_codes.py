@@ -91,6 +91,7 @@ def test_keyboard_interrupt_outside_a_run_is_130(store: Path, monkeypatch, capsy
 def test_failed_gate_is_the_only_exit_1(tmp_path: Path, monkeypatch, capsys):
     """A gate that fails exits 1; the same command with a crash in it exits 3."""
     monkeypatch.setattr("auditlm.targets.registry.resolve", lambda *a, **k: FakeTarget())
+    monkeypatch.setattr("auditlm.targets.registry.check_model", lambda *a, **k: None)
     monkeypatch.setenv("AUDITLM_HOME", str(tmp_path / "home"))
     argv = ["run", "--model", "fake", "--suite", "bias.counterfactual_templates", "--limit", "4",
             "--store", str(tmp_path / "runs.sqlite"), "--fail-on", "bias.counterfactual_templates.negativity_spread>=0"]

@@ -43,6 +43,7 @@ DRIVER = textwrap.dedent(
             return super().loglikelihood(requests, progress)
 
     registry.resolve = lambda *a, **k: SlowTarget()
+    registry.check_model = lambda *a, **k: None  # no model files: the slow fake stands in for one
 
     @dataclass
     class SmallChunks(runner.RunConfig):
@@ -143,6 +144,7 @@ def test_sigterm_before_any_run_exits_143_with_one_line(tmp_path: Path):
             os.kill(os.getpid(), signal.SIGTERM)  # arrives while the "model" loads
             raise AssertionError("SIGTERM did not stop the command")
         registry.resolve = slow_resolve
+        registry.check_model = lambda *a, **k: None
         from auditlm.cli import main
         main(sys.argv[1:])
         """

@@ -135,10 +135,15 @@ def test_second_resume_of_a_run_is_refused_while_the_first_holds_it(tmp_path: Pa
             assert st.get_run(rid).status == "interrupted"  # the refusal is not recorded as a failure
             assert st.lease(rid)["pid"] == holder.pid
         # the command line: one line, exit 2
-        monkeypatch.setattr("auditlm.targets.registry.resolve", lambda *a, **k: FakeTarget())
+        loads: list[object] = []
+        monkeypatch.setattr("auditlm.targets.registry.resolve", lambda *a, **k: loads.append(a) or FakeTarget())
+        monkeypatch.setattr("auditlm.targets.registry.check_model", lambda *a, **k: None)
+        before = path.read_bytes()
         with pytest.raises(SystemExit) as exc:
             main(["run", "--resume", rid, "--store", str(path)])
         assert exc.value.code == 2
+        assert loads == []  # refused before the model loads
+        assert path.read_bytes() == before
         lines = capsys.readouterr().err.strip().splitlines()
         assert lines[-1].startswith(f"auditlm: error: run {rid} is being resumed by another process "
                                     f"(pid {holder.pid}")

@@ -50,6 +50,7 @@ def no_model(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         return FakeTarget()
 
     monkeypatch.setattr("auditlm.targets.registry.resolve", resolve)
+    monkeypatch.setattr("auditlm.targets.registry.check_model", lambda *a, **k: None)
     return loaded
 
 
@@ -95,6 +96,7 @@ PERMISSIONS = textwrap.dedent(
     from auditlm.targets.fake import FakeTarget
     import auditlm.targets.registry as registry
     registry.resolve = lambda *a, **k: FakeTarget()
+    registry.check_model = lambda *a, **k: None
 
     base, suite = sys.argv[1], sys.argv[2]
     out = {}

@@ -97,6 +97,7 @@ def run(
             cfg = _resumed_config(ro, resume, given)
             skipped, prepared, gates = _plan(cfg, suite=None, fail_on=fail_on, resuming=True)
             runner.check_resumable(ro, resume, prepared)  # before the model loads: a refusal costs nothing
+            ro.check_lease_free(resume)  # another process resuming it: refused before the model loads too
     else:
         cfg = runner.RunConfig(model=model or registry.DEFAULT_MODEL, suites=[], seed=0 if seed is None else seed,
                                limit=limit, revision=revision, device=device or "auto", dtype=dtype or "auto",
