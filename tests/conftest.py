@@ -138,3 +138,18 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def write_fake_run(path: Path, limit: int = 8, suite: str = "bias.counterfactual_templates") -> Path:
+    """A store at ``path`` holding one complete run of ``suite`` (``limit`` items) on the fake target."""
+    from auditlm import runner
+    from auditlm.store import Store
+    from auditlm.suites.loader import discover, select
+    from auditlm.targets.fake import FakeTarget
+
+    cfg = runner.RunConfig(model="fake", suites=[suite], limit=limit)
+    prepared = runner.prepare(select(discover(), cfg.suites), cfg, None)
+    with Store(path) as st:
+        t = FakeTarget()
+        runner.execute(st, runner.start_run(st, t, prepared, cfg), t, prepared, cfg)
+    return path

@@ -9,23 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import write_fake_run
 
-from auditlm import runner
 from auditlm.cli import main
 from auditlm.store import Store
-from auditlm.suites.loader import discover, select
-from auditlm.targets.fake import FakeTarget
 
 
 @pytest.fixture
 def store_with_run(tmp_path: Path) -> Path:
     path = tmp_path / "runs.sqlite"
-    cfg = runner.RunConfig(model="fake", suites=["bias.counterfactual_templates"], limit=8)
-    prepared = runner.prepare(select(discover(), cfg.suites), cfg, None)
-    with Store(path) as st:
-        t = FakeTarget()
-        runner.execute(st, runner.start_run(st, t, prepared, cfg), t, prepared, cfg)
-    return path
+    return write_fake_run(path)
 
 
 def _digest(path: Path) -> str:

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from conftest import write_fake_run
 
 from auditlm import runner
 from auditlm.cli import main
@@ -24,7 +25,6 @@ from auditlm.errors import SuiteSpecError
 from auditlm.store import Store
 from auditlm.suites import loader
 from auditlm.suites.loader import discover, select
-from auditlm.targets.fake import FakeTarget
 
 NOT_ROOT = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root reads every file")
 MODEL = "./no-such-model-dir"  # never loaded: every case must fail before the model loader is reached
@@ -319,12 +319,7 @@ CASES: dict[str, tuple[Callable[[Path], list[str]], tuple[str, ...], bool]] = {
 @pytest.fixture(scope="module")
 def _one_run_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("template") / "runs.sqlite"
-    cfg = runner.RunConfig(model="fake", suites=["bias.counterfactual_templates"], limit=8)
-    prepared = runner.prepare(select(discover(), cfg.suites), cfg, None)
-    with Store(path) as st:
-        t = FakeTarget()
-        runner.execute(st, runner.start_run(st, t, prepared, cfg), t, prepared, cfg)
-    return path
+    return write_fake_run(path)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import write_fake_run
 
 from auditlm import runner
 from auditlm.cli import main
@@ -344,12 +345,7 @@ def test_git_hash_of_the_run_is_stored_with_its_flag(tmp_path: Path, monkeypatch
 @pytest.fixture
 def store_with_run(tmp_path: Path) -> Path:
     path = tmp_path / "runs.sqlite"
-    cfg = runner.RunConfig(model="fake", suites=["bias.counterfactual_templates"], limit=4)
-    prepared = runner.prepare(select(discover(), cfg.suites), cfg, None)
-    with Store(path) as st:
-        t = FakeTarget()
-        runner.execute(st, runner.start_run(st, t, prepared, cfg), t, prepared, cfg)
-    return path
+    return write_fake_run(path, limit=4)
 
 
 @pytest.fixture
