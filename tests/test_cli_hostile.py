@@ -325,8 +325,9 @@ def test_resume_with_the_stored_settings_is_allowed(ctx: Ctx, monkeypatch, capsy
 def test_remote_code_model_is_let_through_with_the_flag(ctx: Ctx, loader_calls: list, capsys):
     """With --trust-remote-code the same folder passes the check and reaches the loader (patched here)."""
     model = _model_dir(ctx.tmp, "remote", json.dumps({"auto_map": {"AutoModelForCausalLM": "m.M"}}))
-    with pytest.raises(RuntimeError, match="model loader was called"):
+    with pytest.raises(SystemExit) as e:  # the patched loader raises: an internal error (exit 3) after the checks
         main(_cf("--model", model, "--trust-remote-code", "--store", str(ctx.tmp / "s.sqlite")))
+    assert e.value.code == 3 and "the model loader was called" in capsys.readouterr().err
     assert len(loader_calls) == 1 and loader_calls[0][1]["trust_remote_code"] is True
 
 
