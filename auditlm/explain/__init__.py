@@ -1,0 +1,1 @@
+"""``auditlm explain``: Captum attributions of the quantity a suite scores, and checks of their faithfulness."""
