@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.errors import LeaseLost, StoreError, choices
+from auditlm.explain.types import Explanation, Feature, Target
 from auditlm.metrics import MetricResult
 from auditlm.privacy.keys import StoreKey, create_key, key_path, load_key, touch_private
 from auditlm.scorers import ItemRecord
@@ -107,6 +108,35 @@ MIGRATIONS: tuple[str, ...] = (
         token TEXT NOT NULL,
         acquired_at TEXT NOT NULL,
         heartbeat_at TEXT NOT NULL
+    );
+    """,
+    # 5: ``auditlm explain`` — one row per (item, method): the explained quantity and its value, the explained
+    # text as stored (redacted unless --store-raw), the features as a JSON list of {text, start, end, attribution,
+    # kind}, Layer IG's convergence delta, seed, seconds and the item's group (JSON); and per-run summaries
+    # (``kind`` faithfulness or group_share: a JSON list of metric rows).
+    """
+    CREATE TABLE explanations (
+        run_id TEXT NOT NULL,
+        suite_id TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        method TEXT NOT NULL,
+        target_kind TEXT NOT NULL,
+        target_value REAL,
+        text TEXT NOT NULL,
+        features TEXT NOT NULL,
+        delta REAL,
+        seed INTEGER NOT NULL,
+        seconds REAL NOT NULL,
+        grp TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, suite_id, item_id, method)
+    );
+    CREATE TABLE explain_summaries (
+        run_id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        metrics TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (run_id, kind)
     );
     """,
 )
@@ -610,6 +640,78 @@ class Store:
                          r["n"], r["grp"], r["group_field"], json.loads(r["extra"]))
             for r in rows
         ]
+
+    # --- explanations (schema 5) ----------------------------------------------------------------------
+
+    def _has_table(self, name: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
+                                 (name,)).fetchone() is not None
+
+    def write_explanations(self, run_id: str, explanations: Iterable[Explanation]) -> None:
+        """Store explanations in one transaction; an (item, method) explained again replaces the old row."""
+        now = _now()
+        rows = [(run_id, e.suite, e.item_id, e.method, e.target.kind, _num(e.target.value), e.text,
+                 json.dumps([_feature_dict(f) for f in e.features]), _num(e.delta), int(e.seed), float(e.seconds),
+                 json.dumps(e.group or {}, sort_keys=True), now) for e in explanations]
+        with self._tx() as c:
+            c.executemany("INSERT OR REPLACE INTO explanations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    def explanations(self, run_id: str, suite_id: str | None = None) -> list[Explanation]:
+        """A run's stored explanations (of one suite with ``suite_id``), in suite order, then item position, then
+        method; empty for a store written before schema 5 (read-only readers do not migrate it)."""
+        if not self._has_table("explanations"):
+            return []
+        sql = ("SELECT e.* FROM explanations e LEFT JOIN run_suites s ON s.run_id=e.run_id AND s.suite_id=e.suite_id"
+               " LEFT JOIN items i ON i.run_id=e.run_id AND i.suite_id=e.suite_id AND i.item_id=e.item_id"
+               " WHERE e.run_id=?")
+        args: list[Any] = [run_id]
+        if suite_id is not None:
+            sql += " AND e.suite_id=?"
+            args.append(suite_id)
+        sql += " ORDER BY s.position, i.position, e.item_id, e.method"
+        out = []
+        try:
+            for r in self.conn.execute(sql, args):
+                out.append(Explanation(
+                    suite=r["suite_id"], item_id=r["item_id"], method=r["method"],
+                    target=Target(r["target_kind"], _flt(r["target_value"])), text=r["text"],
+                    features=[Feature(**f) for f in json.loads(r["features"])], delta=r["delta"], seed=r["seed"],
+                    seconds=r["seconds"], group=json.loads(r["grp"]) or {}))
+        except (json.JSONDecodeError, TypeError) as e:
+            raise StoreError(f"store '{self.path}' is corrupt: explanations of run {run_id} ({e})") from e
+        return out
+
+    def write_explain_summary(self, run_id: str, kind: str, metrics: list[MetricResult]) -> None:
+        """Store (replacing) a run's explain summary of ``kind`` (``faithfulness`` or ``group_share``)."""
+        rows = [_metric_dict(m) for m in metrics]
+        with self._tx() as c:
+            c.execute("INSERT OR REPLACE INTO explain_summaries VALUES (?,?,?,?)",
+                      (run_id, kind, json.dumps(rows), _now()))
+
+    def explain_summary(self, run_id: str) -> dict[str, list[MetricResult]]:
+        """A run's stored explain summaries by kind (empty when none, or before schema 5)."""
+        if not self._has_table("explain_summaries"):
+            return {}
+        out: dict[str, list[MetricResult]] = {}
+        rows = self.conn.execute("SELECT kind, metrics FROM explain_summaries WHERE run_id=? ORDER BY kind",
+                                 (run_id,))
+        try:
+            for r in rows:
+                out[r["kind"]] = [MetricResult(d["suite"], d["metric"], _flt(d["value"]), _flt(d["ci_low"]),
+                                               _flt(d["ci_high"]), d["n"], d.get("group"), d.get("group_field"),
+                                               d.get("extra") or {}) for d in json.loads(r["metrics"])]
+        except (json.JSONDecodeError, KeyError, TypeError) as e:
+            raise StoreError(f"store '{self.path}' is corrupt: explain summary of run {run_id} ({e})") from e
+        return out
+
+
+def _feature_dict(f: Feature) -> dict[str, Any]:
+    return {"text": f.text, "start": f.start, "end": f.end, "attribution": _num(f.attribution), "kind": f.kind}
+
+
+def _metric_dict(m: MetricResult) -> dict[str, Any]:
+    return {"suite": m.suite, "metric": m.metric, "group": m.group, "group_field": m.group_field,
+            "value": _num(m.value), "ci_low": _num(m.ci_low), "ci_high": _num(m.ci_high), "n": m.n, "extra": m.extra}
 
 
 def _num(x: float) -> float | None:

@@ -222,5 +222,5 @@ def test_writer_still_migrates_and_readers_need_no_lease_table(tmp_path: Path):
         rid = runner.start_run(st, FakeTarget(), prepared, cfg)
         runner.execute(st, rid, FakeTarget(), prepared, cfg)
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == len(MIGRATIONS)
     assert con.execute("SELECT count(*) FROM leases").fetchone()[0] == 0
