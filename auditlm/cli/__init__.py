@@ -30,6 +30,7 @@ try:  # typer >= 0.22 vendors click
 except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import NoSuchOption, UsageError
 
+from auditlm.cli.explain import explain
 from auditlm.cli.models import models_app
 from auditlm.cli.privacy import privacy_app
 from auditlm.cli.run import run
@@ -40,6 +41,7 @@ from auditlm.errors import AuditError, RunInterrupted, Terminated, choices
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Audit language models for social bias and privacy leakage.")
 app.command()(run)
+app.command()(explain)
 app.add_typer(runs_app, name="runs")
 app.add_typer(suites_app, name="suites")
 app.add_typer(models_app, name="models")
