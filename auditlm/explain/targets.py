@@ -377,12 +377,20 @@ def _pair_problem(target: Any, *, suite: str, item_id: str, first: str, second: 
                 sb.collapse.append((pb[0], pb[-1] + 1, group_feat, neutral))
     elif group_feat is not None and neutral_text is not None and group_pos_a:
         assert group_span is not None
-        # the group tokens' text with the term replaced by the neutral one (keeps the leading space)
-        raw = tok.decode(a[_token_index(group_pos_a[0]) : _token_index(group_pos_a[-1]) + 1])
         term = first[group_span[0]:group_span[1]]
         neutral_word = neutral_text[:1].upper() + neutral_text[1:] if term[:1].isupper() else neutral_text
-        neutral = list(tok.encode(raw.replace(term, neutral_word, 1), add_special_tokens=False)) \
-            if term in raw else list(tok.encode(" " + neutral_word, add_special_tokens=False))
+        # the neutral tokens: those of the sentence with the term replaced, between the tokens before and after
+        # the group term (exact when the surrounding tokens do not change), else the group tokens' text re-encoded
+        i0, i1 = _token_index(group_pos_a[0]), _token_index(group_pos_a[-1]) + 1
+        whole = list(tok.encode(first[: group_span[0]] + neutral_word + first[group_span[1] :],
+                                add_special_tokens=False))
+        pre, post = a[:i0], a[i1:]
+        if whole[: len(pre)] == pre and len(whole) >= len(pre) + len(post) and whole[len(whole) - len(post):] == post:
+            neutral = whole[len(pre) : len(whole) - len(post)]
+        else:
+            raw = tok.decode(a[i0:i1])
+            neutral = list(tok.encode(raw.replace(term, neutral_word, 1) if term in raw else " " + neutral_word,
+                                      add_special_tokens=False))
         for s, pos in ((sa, group_pos_a), (sb, group_pos_b)):
             if pos == list(range(pos[0], pos[-1] + 1)):
                 s.collapse.append((pos[0], pos[-1] + 1, group_feat, neutral))
