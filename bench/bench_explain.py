@@ -5,7 +5,9 @@ term; the target is the preference, two sequences per evaluation) on ``--model``
 smollm2-135m-instruct, on the CPU) with the default settings of :func:`auditlm.explain.methods.explain_items`
 (Shapley ``n_samples=25``, LIG ``ig_steps=32``, ``perturbations_per_eval=16``), for N in ``--lengths``
 (16 64 256). Prints one row per (length, method): CPU seconds (``time.process_time``, all threads), wall
-seconds and the number of features. ``--quick``: lengths 16 and 64 only.
+seconds and the number of features. ``--quick``: lengths 16 and 64 only, and Shapley timed with
+``--shapley-samples`` (default 2 there) permutations, its cost scaled linearly to 25 (Shapley value sampling
+evaluates ``n_samples × n_features`` perturbations; the ``cpu_s_at_defaults`` column says so where scaled).
 
     PYTHONPATH=. python bench/bench_explain.py --quick
 """
@@ -45,14 +47,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--quick", action="store_true", help="lengths 16 and 64 only")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--shapley-samples", type=int, default=None,
+                    help="time Shapley with this many samples and scale to 25 (default: 25; --quick: 2)")
     args = ap.parse_args(argv)
     lengths = [n for n in args.lengths if n <= 64] if args.quick else args.lengths
+    shapley_n = args.shapley_samples or (2 if args.quick else 25)
 
     target = resolve(args.model, device=args.device)
     spec = select(discover(), ["bias.crows_pairs"])[0].spec
     print(f"model {target.name} on {target.device}, torch threads {torch.get_num_threads()}; "
           "defaults n_samples=25 ig_steps=32 perturbations_per_eval=16")
-    print(f"{'tokens':>6} {'features':>8} {'method':<28} {'cpu_s':>9} {'wall_s':>9}")
+    print(f"{'tokens':>6} {'features':>8} {'method':<28} {'cpu_s':>9} {'wall_s':>9} {'cpu_s_at_defaults':>18}")
     for n in lengths:
         rec = ItemRecord("bench", {"sent_more": _sentence(target.tokenizer, n, "woman"),
                                    "sent_less": _sentence(target.tokenizer, n, "man"), "bias_type": "gender"},
@@ -62,9 +67,12 @@ def main(argv: list[str] | None = None) -> None:
         n_tok = len(target.tokenizer.encode(rec.input["sent_more"], add_special_tokens=False))
         for m in args.methods:
             c0, w0 = time.process_time(), time.perf_counter()
-            attribute(problem, m, seed=0)
-            print(f"{n_tok:>6} {problem.n_features:>8} {m:<28} {time.process_time() - c0:>9.2f} "
-                  f"{time.perf_counter() - w0:>9.2f}", flush=True)
+            attribute(problem, m, seed=0, n_samples=shapley_n)
+            cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+            scaled = m == "shapley_sampling" and shapley_n != 25
+            at_defaults = f"{cpu * 25 / shapley_n:.1f} (scaled)" if scaled else f"{cpu:.1f}"
+            print(f"{n_tok:>6} {problem.n_features:>8} {m:<28} {cpu:>9.2f} {wall:>9.2f} {at_defaults:>18}",
+                  flush=True)
 
 
 if __name__ == "__main__":
