@@ -185,6 +185,24 @@ def test_crows_target_is_ll_more_minus_ll_less(tiny, crows_run):
         assert abs(float(p.value_of(pres)[0])) < 1e-4
 
 
+def test_counterfactual_group_term_ablates_to_the_neutral_term(tiny, cf_run):
+    from auditlm.explain.targets import counterfactual_problem
+
+    spec, _ = cf_run
+    item = {"template": "after meeting the {group}, I found them {attribute}.", "axis": "gender",
+            "attribute_pair": "kind|cruel"}
+    p = counterfactual_problem(tiny, spec, "x", item, "woman")
+    (gi,) = [i for i, f in enumerate(p.features) if f.kind == "group_term"]
+    assert p.features[gi].text == "woman"
+    pres = torch.ones(1, p.n_features)
+    pres[0, gi] = 0
+    neg, pos = tiny.loglikelihood([("", "After meeting the person, I found them cruel."),
+                                   ("", "After meeting the person, I found them kind.")])
+    assert float(p.value_of(pres)[0]) == pytest.approx(neg.logprob - pos.logprob, abs=1e-4)
+    # the attribute words are the contrast, not features
+    assert not any(f.text in ("cruel", "kind") for f in p.features)
+
+
 def test_select_top_orders_by_what_the_suite_scores(cf_run, crows_run):
     spec, recs = cf_run
     top = select_top(spec, recs, 2)

@@ -261,10 +261,11 @@ def _encode(tokenizer: Any, text: str) -> tuple[list[int], list[tuple[int, int]]
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(enc["input_ids"])
     offs = []
-    for a, b in enc["offset_mapping"]:
+    for a0, b in enc["offset_mapping"]:
+        a = a0
         while a < b and text[a].isspace():
             a += 1
-        offs.append((int(a), int(b)))
+        offs.append((int(a if a < b else a0), int(b)))  # a whitespace-only token keeps its whitespace
     return ids, offs
 
 
@@ -506,9 +507,11 @@ def pii_emission_problem(target: Any, spec: Any, item_id: str, item: dict[str, A
     features: list[FeatureSpec] = []
     slot_ids, slot_feat, slot_base = [], [], []
     for t, (a, b) in zip(ids, offs, strict=True):
-        a, b = int(a), int(b)
+        a0, b = int(a), int(b)
+        a = a0
         while a < b and full[a].isspace():
             a += 1
+        a = a if a < b else a0
         if p0 >= 0 and b > a and a >= p0 and b <= p0 + len(prompt):
             slot_feat.append(len(features))
             features.append(FeatureSpec(prompt[a - p0 : b - p0], a - p0, b - p0, "token"))
