@@ -47,6 +47,8 @@ NEUTRAL_TERMS: dict[str, str] = {
 DEFAULT_NEUTRAL = "person"
 #: Rows (sequences) per model call in the ablation path.
 ROWS_PER_CALL = 32
+#: Scored sequences remembered per problem (identical perturbations are scored once).
+CACHE_SIZE = 200_000
 #: The placeholders the PII scorer writes for redacted values (``<PHONE_NUMBER>`` …).
 _PLACEHOLDER = re.compile(r"<[A-Z][A-Z_]+>")
 
@@ -148,6 +150,7 @@ class _LMForward:
         self.device = next(model.parameters()).device
         self.signs = torch.tensor([s.sign for s in seqs], dtype=torch.float64)
         self.layer = _SlotEmbedding(model.get_input_embeddings())
+        self._cache: dict[tuple[tuple[int, ...], tuple[bool, ...]], float] = {}
 
     def _hidden_to_logprobs(self, inputs: dict[str, torch.Tensor], rows: list[int], pos: list[int],
                             targets: list[int]) -> torch.Tensor:
@@ -181,7 +184,12 @@ class _LMForward:
                         scored[start:end] = [sc] * len(neutral)
                 rows.append((toks, scored))
         values = [0.0] * len(rows)
-        order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
+        keys = [(tuple(t), tuple(sc)) for t, sc in rows]
+        todo: dict[tuple[tuple[int, ...], tuple[bool, ...]], int] = {}
+        for i, k in enumerate(keys):
+            if k not in self._cache:
+                todo.setdefault(k, i)  # a sequence met before (Shapley's start and end points) is scored once
+        order = sorted(todo.values(), key=lambda i: -len(rows[i][0]))
         with torch.no_grad():
             for c0 in range(0, len(order), self.rows_per_call):
                 chunk = order[c0 : c0 + self.rows_per_call]
@@ -203,7 +211,11 @@ class _LMForward:
                 sums = torch.zeros(len(chunk), dtype=torch.float64).index_add_(
                     0, torch.tensor(owner), lp.double().cpu())
                 for b, i in enumerate(chunk):
-                    values[i] = float(sums[b])
+                    self._cache[keys[i]] = float(sums[b])
+        for i, k in enumerate(keys):
+            values[i] = self._cache.get(k, 0.0)
+        if len(self._cache) > CACHE_SIZE:
+            self._cache.clear()
         v = torch.tensor(values, dtype=torch.float64).view(len(ids_l), len(self.seqs))
         return v @ self.signs
 
