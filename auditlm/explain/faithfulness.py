@@ -1,0 +1,182 @@
+"""Checks of the explainer: ERASER faithfulness, rank agreement between methods, LIG's convergence, group shares.
+
+* **comprehensiveness** at ``k`` (DeYoung et al. 2020, ERASER): ``target(full) − target(top-k% features
+  removed)``; **sufficiency**: ``target(full) − target(only the top-k% kept)``. Top features rank by signed
+  attribution, highest first (those that push the target up); ``ceil(k · n_features)`` of them, at least one.
+  Removing a feature is ablating it as the ablation methods do (baseline token, neutral term). AOPC is the mean
+  over ``ks``. The same with as many *random* features (seeded per item and method) is the baseline;
+  ``comprehensiveness_vs_random`` is the paired per-item difference (method minus random). Every row is the
+  mean over items with the studentized bootstrap interval of :func:`auditlm.stats.mean`.
+* **rank agreement**: per item, Spearman's rho (``scipy.stats.spearmanr``) between the two methods' feature
+  attributions, then the mean over items with :func:`auditlm.stats.mean`'s bootstrap-t interval (the item is the
+  independent unit; items where either method's attributions are constant are left out). No Fisher z: the
+  per-item rhos rest on few features each, and the mean over items is what is reported.
+* **lig_abs_delta**: mean ``|delta|`` of Layer Integrated Gradients (nats), with its interval.
+
+Rows are :class:`~auditlm.metrics.MetricResult` with ``group_field="method"`` (``group`` the method; rank
+agreement: ``method_pair``, ``"a~b"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import torch
+
+from auditlm import stats
+from auditlm.explain.methods import build_problem
+from auditlm.explain.types import METHODS, Explanation
+from auditlm.metrics import MetricResult, metric_row, stable_seed
+
+#: Resamples of the bootstrap intervals here (explained items are few; the bootstrap is cheap).
+N_RESAMPLES = 2000
+
+
+def _est(values: list[float], parts: tuple[object, ...], *, confidence: float, seed: int) -> stats.Estimate:
+    return stats.mean(np.asarray(values, dtype=float), confidence=confidence, n_resamples=N_RESAMPLES,
+                      random_state=stable_seed(seed, *parts))
+
+
+def erasure_scores(problem: Any, attributions: np.ndarray, *, ks: tuple[float, ...], rng: np.random.Generator
+                   ) -> dict[str, float]:
+    """Comprehensiveness and sufficiency AOPC of ``attributions`` and of random features, for one problem."""
+    nf = problem.n_features
+    order = np.argsort(-np.asarray(attributions, dtype=float), kind="stable")
+    rows = [np.ones(nf)]
+    for k in ks:
+        m = min(nf, max(1, math.ceil(k * nf)))
+        for chosen in (order[:m], rng.permutation(nf)[:m]):
+            removed = np.ones(nf)
+            removed[chosen] = 0.0
+            kept = np.zeros(nf)
+            kept[chosen] = 1.0
+            rows += [removed, kept]
+    v = problem.value_of(torch.tensor(np.stack(rows), dtype=torch.float64)).numpy()
+    full = v[0]
+    comp, suff, rcomp, rsuff = [], [], [], []
+    for i in range(len(ks)):
+        a, b, c, d = v[1 + 4 * i : 5 + 4 * i]
+        comp.append(full - a)
+        suff.append(full - b)
+        rcomp.append(full - c)
+        rsuff.append(full - d)
+    return {"comprehensiveness_aopc": float(np.mean(comp)), "sufficiency_aopc": float(np.mean(suff)),
+            "random_comprehensiveness_aopc": float(np.mean(rcomp)),
+            "random_sufficiency_aopc": float(np.mean(rsuff))}
+
+
+def faithfulness(target: Any, spec: Any, records: list[Any], explanations: list[Explanation], *, seed: int = 0,
+                 ks: tuple[float, ...] = (0.1, 0.2, 0.5), confidence: float = 0.95) -> list[MetricResult]:
+    """ERASER faithfulness per method, rank agreement between methods and LIG's mean |delta| (module docstring).
+
+    ``explanations`` are those of ``records`` (matched by item id; others are ignored) on ``target``.
+    """
+    by_id = {r.item_id: r for r in records}
+    exps = [e for e in explanations if e.suite == spec.id and e.item_id in by_id]
+    problems: dict[tuple[str, str], Any] = {}
+    per_method: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for e in exps:
+        key = (e.item_id, e.group.get("group", ""))
+        if key not in problems:
+            problems[key] = build_problem(target, spec, by_id[e.item_id], seed=e.seed,
+                                          group_term=e.group.get("group") or None)
+        p = problems[key]
+        if p.n_features == 0 or len(e.features) != p.n_features:
+            continue
+        rng = np.random.default_rng(stable_seed(seed, spec.id, e.item_id, e.method, "random"))
+        s = erasure_scores(p, np.array([f.attribution for f in e.features]), ks=ks, rng=rng)
+        for name, v in s.items():
+            per_method[e.method][name].append(v)
+        per_method[e.method]["comprehensiveness_vs_random"].append(
+            s["comprehensiveness_aopc"] - s["random_comprehensiveness_aopc"])
+        if e.delta is not None:
+            per_method[e.method]["lig_abs_delta"].append(abs(float(e.delta)))
+    rows: list[MetricResult] = []
+    names = ("comprehensiveness_aopc", "sufficiency_aopc", "random_comprehensiveness_aopc",
+             "random_sufficiency_aopc", "comprehensiveness_vs_random", "lig_abs_delta")
+    for m in [m for m in METHODS if m in per_method] + sorted(set(per_method) - set(METHODS)):
+        for name in names:
+            vals = per_method[m].get(name)
+            if not vals:
+                continue
+            extra: dict[str, Any] = {"ks": list(ks), "unit": "nats"}
+            if name == "comprehensiveness_vs_random":
+                extra["paired"] = "per item: method minus random features of the same number"
+            rows.append(metric_row(_est(vals, (spec.id, m, name), confidence=confidence, seed=seed), suite=spec.id,
+                                   metric=name, group=m, group_field="method", extra=extra))
+    rows += rank_agreement(exps, seed=seed, confidence=confidence)
+    return rows
+
+
+def rank_agreement(explanations: list[Explanation], *, seed: int = 0, confidence: float = 0.95
+                   ) -> list[MetricResult]:
+    """Mean per-item Spearman rho between each pair of methods explaining the same items, with an interval."""
+    from scipy.stats import spearmanr
+
+    by: dict[tuple[str, str, str], dict[str, np.ndarray]] = defaultdict(dict)
+    for e in explanations:
+        by[(e.suite, e.item_id, e.group.get("group", ""))][e.method] = np.array([f.attribution for f in e.features])
+    suites = sorted({k[0] for k in by})
+    methods = [m for m in METHODS if any(m in v for v in by.values())]
+    rows: list[MetricResult] = []
+    for suite in suites:
+        for i, a in enumerate(methods):
+            for b in methods[i + 1 :]:
+                rhos = []
+                for key, v in by.items():
+                    if key[0] != suite or a not in v or b not in v or len(v[a]) != len(v[b]) or len(v[a]) < 2:
+                        continue
+                    if np.ptp(v[a]) == 0 or np.ptp(v[b]) == 0:
+                        continue
+                    rhos.append(float(spearmanr(v[a], v[b]).statistic))
+                if not rhos:
+                    continue
+                est = _est(rhos, (suite, a, b, "spearman"), confidence=confidence, seed=seed)
+                rows.append(metric_row(est, suite=suite, metric="rank_agreement", group=f"{a}~{b}",
+                                       group_field="method_pair",
+                                       extra={"statistic": "mean over items of Spearman's rho"}))
+    return rows
+
+
+def _group_label(e: Explanation) -> tuple[str, str] | None:
+    """``(group_field, group)`` of an explanation for the per-group view (None: no group)."""
+    g = e.group
+    if "axis" in g and "group" in g:
+        return g["axis"], g["group"]
+    for k, v in g.items():
+        if v:
+            return k, v
+    return None
+
+
+def group_share(explanations: list[Explanation], *, seed: int = 0, confidence: float = 0.95) -> list[MetricResult]:
+    """Per suite, method and group: the share of ``Σ|attribution|`` carried by the ``group_term`` feature.
+
+    Per item ``|a_group| / Σ_i |a_i|`` (items with no group term or all-zero attributions are left out); the
+    mean over items with :func:`auditlm.stats.mean` (``proportions``), overall per suite and method (``group``
+    None) and per group (counterfactual templates: ``group_field`` the axis, ``group`` the term; CrowS-Pairs:
+    ``bias_type``). ``extra["method"]`` names the method; ``extra["rest"]`` is ``1 − share``.
+    """
+    data: dict[tuple[str, str], list[tuple[tuple[str, str] | None, float]]] = defaultdict(list)
+    for e in explanations:
+        tot = sum(abs(f.attribution) for f in e.features)
+        grp = [abs(f.attribution) for f in e.features if f.kind == "group_term"]
+        if not grp or tot <= 0:
+            continue
+        data[(e.suite, e.method)].append((_group_label(e), sum(grp) / tot))
+    rows: list[MetricResult] = []
+    for (suite, method), vals in sorted(data.items()):
+        shares = [v for _, v in vals]
+        groups = sorted({g for g, _ in vals if g is not None})
+        for label in [None, *groups]:
+            sel = shares if label is None else [v for g, v in vals if g == label]
+            est = stats.mean(np.asarray(sel), confidence=confidence, n_resamples=N_RESAMPLES, proportions=True,
+                             random_state=stable_seed(seed, suite, method, label))
+            extra = {"method": method, "rest": 1.0 - est.value, "unit": "share of |attribution|"}
+            rows.append(metric_row(est, suite=suite, metric="group_term_share",
+                                   group=None if label is None else label[1],
+                                   group_field=None if label is None else label[0], extra=extra))
+    return rows
