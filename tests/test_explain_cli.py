@@ -71,8 +71,9 @@ def fake_explainer(monkeypatch: pytest.MonkeyPatch):
 
     def explain_items(target, spec, records, methods_, *, seed=0, progress=None, **kw):
         calls["explain"].append(([r.item_id for r in records], list(methods_), seed))
-        if progress is not None:
-            progress(spec.id, len(records))(len(records))
+        if progress is not None:  # the real explain_items: progress(1) after each explanation
+            for _ in range(len(records) * len(methods_)):
+                progress(1)
         return _fake_explanations(spec, records, methods_, seed)
 
     methods.select_top = select_top

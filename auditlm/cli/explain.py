@@ -97,7 +97,8 @@ def explain(
         for p in plans:
             records = p.records if p.top is None else methods_mod.select_top(p.spec, p.records, p.top)
             exps = methods_mod.explain_items(target, p.spec, records, methods, seed=seed,
-                                             progress=_progress_factory(progress))
+                                             progress=_progress_factory(progress)(f"explain {p.spec.id}",
+                                                                                  len(records) * len(methods)))
             explanations.extend(exps)
             if with_faithfulness:
                 faith.extend(faith_mod.faithfulness(target, p.spec, records, exps, seed=seed))
