@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr
 def _explanation(item: str, text: str, attributions: list[float]) -> Explanation:
     words, feats, pos = text.split(" "), [], 0
     for w, a in zip(words, attributions, strict=True):
-        feats.append(Feature(w, pos, pos + len(w), a))
+        feats.append(Feature(w, pos, pos + len(w), a, "group_term" if w == "woman" else "token"))
         pos += len(w) + 1
     return Explanation("bias.counterfactual_templates", item, "feature_ablation", Target("preference", 0.42), text,
                        feats, None, 0, 0.1, {"axis": "gender", "group": "woman"})
@@ -40,7 +40,7 @@ def test_heatmap_renders_offline_in_chromium(tmp_path: Path):
         page.on("request", lambda r: requests.append(r.url))
         page.goto(page_path.as_uri())
         spans = page.locator(".item .feat")
-        assert spans.count() == 8
+        assert spans.count() == 8  # the group term is drawn too, not only the token features
         colours = [spans.nth(i).evaluate("e => getComputedStyle(e).backgroundColor") for i in range(spans.count())]
         titles = [spans.nth(i).get_attribute("title") or "" for i in range(spans.count())]
         texts = [spans.nth(i).inner_text() for i in range(spans.count())]

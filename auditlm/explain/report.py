@@ -85,10 +85,11 @@ def _colour(a: float, scale: float) -> str:
 
 def _heatmap(e: Explanation) -> str:
     """The explained text with each feature span coloured by its signed attribution, normalised per item by the
-    largest absolute attribution; text outside every feature is shown plain. Overlapping features (a template
-    feature over its tokens) are drawn with the token features only, when there are any."""
-    feats = [f for f in e.features if f.kind == "token"] or list(e.features)
-    feats = sorted((f for f in feats if 0 <= f.start <= f.end <= len(e.text)), key=lambda f: (f.start, f.end))
+    largest absolute attribution; text outside every feature is shown plain. Every feature is drawn (the group term
+    of a pair is a feature of its own, outside the shared tokens); where a template feature overlaps token features
+    the first span drawn wins (tokens before a template feature starting at the same place)."""
+    feats = sorted((f for f in e.features if 0 <= f.start <= f.end <= len(e.text)),
+                   key=lambda f: (f.start, f.kind != "token", f.end))
     scale = max((abs(f.attribution) for f in feats if _clean(f.attribution) is not None), default=0.0)
     parts, pos = [], 0
     for f in feats:
