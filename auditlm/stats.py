@@ -16,8 +16,7 @@ Methods, and why:
   ``n* = p(1 − p) / var(p)`` from the cluster-robust (linearised ratio) variance, with their degrees-of-freedom
   adjustment ``n* · (t_{n−1} / t_{G−1})²``; when every outcome is 0 (or 1) the variance says nothing about
   clustering and ``n* = G``, the number of clusters (the worst case, every cluster one observation).
-* **Means** (and ratios of sums, e.g. a per-template mean; Student's t below :data:`MIN_BOOTSTRAP_T_UNITS` units,
-  where resamples repeating one unit make the studentized quantiles unbounded): studentized (bootstrap-t) cluster bootstrap
+* **Means** (and ratios of sums, e.g. a per-template mean): studentized (bootstrap-t) cluster bootstrap
   (Efron & Tibshirani 1993, ch. 12; Davison & Hinkley 1997, §5.2 and §3.8 for clustered data): resample whole
   units, studentize each replicate with its linearised standard error, and invert the replicate t quantiles.
   ``scipy.stats.bootstrap`` offers percentile, basic and BCa but not bootstrap-t; at 10 units its BCa interval
@@ -58,8 +57,6 @@ import numpy as np
 
 DEFAULT_CONFIDENCE = 0.95
 DEFAULT_RESAMPLES = 1000
-#: Below this many resampling units :func:`mean` uses Student's t instead of the studentized bootstrap.
-MIN_BOOTSTRAP_T_UNITS = 5
 
 Kind = Literal["rate", "mean"]
 
@@ -280,25 +277,10 @@ def mean(values: Sequence[float] | np.ndarray, *, clusters: Sequence[Any] | None
     if se <= 0:
         return Estimate(r, r, r, n, "bootstrap-t", confidence, g, name,
                         "every unit has the same mean: the interval is degenerate")
-    a = (1 - confidence) / 2
-    if g < MIN_BOOTSTRAP_T_UNITS:
-        # With 2-4 units a resample often repeats one unit (se* = 0), so the studentized quantiles blow up (widths of
-        # 1e19 measured at 3 units) and cover less than the t interval (0.83-0.86 vs 0.88-0.95 at 3 units, normal /
-        # exponential / uniform data, 300 replicates each): use Student's t with g - 1 degrees of freedom.
-        from scipy import stats as _ss
-
-        q = float(_ss.t.ppf(1 - a, g - 1))
-        lo, hi = r - q * se, r + q * se
-        if proportions:
-            lo, hi = max(lo, 0.0), min(hi, 1.0)
-        return Estimate(r, float(lo), float(hi), n, f"student t (fewer than {MIN_BOOTSTRAP_T_UNITS} units)",
-                        confidence, g, name)
     t = _bootstrap_t(y, m, r, n_resamples, _rng(random_state))
+    a = (1 - confidence) / 2
     q_lo, q_hi = np.quantile(t, [a, 1 - a])
-    lo, hi = float(r - q_hi * se), float(r - q_lo * se)
-    if proportions:  # a share lies in [0, 1]: clipping the interval to it never lowers its coverage
-        lo, hi = max(lo, 0.0), min(hi, 1.0)
-    return Estimate(r, lo, hi, n, "bootstrap-t", confidence, g, name)
+    return Estimate(r, float(r - q_hi * se), float(r - q_lo * se), n, "bootstrap-t", confidence, g, name)
 
 
 def _bootstrap_t(y: np.ndarray, m: np.ndarray, r: float, n_resamples: int, rng: np.random.Generator) -> np.ndarray:

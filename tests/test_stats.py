@@ -224,17 +224,3 @@ def test_coverage_reduced():
     assert not low, low
     old_gap = [r for r in rows if r["method"].startswith("gap: max-min") and "equal" in r["scenario"]]
     assert old_gap and all(r["coverage"] < 0.5 for r in old_gap)
-
-
-def test_mean_of_few_units_is_the_t_interval_and_shares_stay_in_0_1():
-    from scipy import stats as ss
-
-    x = np.array([0.2, 0.5, 0.9])
-    e = S.mean(x)
-    se = x.std(ddof=1) / np.sqrt(3)
-    q = ss.t.ppf(0.975, 2)
-    assert e.low == pytest.approx(x.mean() - q * se) and e.high == pytest.approx(x.mean() + q * se)
-    shares = S.mean(x, proportions=True)
-    assert shares.low == 0.0 and shares.high == 1.0  # the t interval runs past both ends; clipped
-    wide = S.mean(np.array([0.0, 0.1, 0.0, 0.1, 0.05, 0.9]), proportions=True)
-    assert 0.0 <= wide.low <= wide.value <= wide.high <= 1.0

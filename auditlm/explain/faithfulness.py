@@ -19,6 +19,7 @@ agreement: ``method_pair``, ``"a~b"``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import defaultdict
 from typing import Any
@@ -35,9 +36,21 @@ from auditlm.metrics import MetricResult, metric_row, stable_seed
 N_RESAMPLES = 2000
 
 
+#: Fewer explained items than this get no interval: the studentized bootstrap of ``stats.mean`` is unbounded
+#: there (resamples repeating one item; intervals like [-5e13, 0.4] were seen at 3 items).
+MIN_ITEMS_FOR_INTERVAL = 5
+
+
+def _guard(est: stats.Estimate) -> stats.Estimate:
+    if est.n_units < MIN_ITEMS_FOR_INTERVAL and not math.isnan(est.low):
+        return dataclasses.replace(est, low=float("nan"), high=float("nan"),
+                                   note=f"{est.n_units} items: no interval below {MIN_ITEMS_FOR_INTERVAL} (explain more items)")
+    return est
+
+
 def _est(values: list[float], parts: tuple[object, ...], *, confidence: float, seed: int) -> stats.Estimate:
-    return stats.mean(np.asarray(values, dtype=float), confidence=confidence, n_resamples=N_RESAMPLES,
-                      random_state=stable_seed(seed, *parts))
+    return _guard(stats.mean(np.asarray(values, dtype=float), confidence=confidence, n_resamples=N_RESAMPLES,
+                             random_state=stable_seed(seed, *parts)))
 
 
 def erasure_scores(problem: Any, attributions: np.ndarray, *, ks: tuple[float, ...], rng: np.random.Generator
@@ -173,8 +186,8 @@ def group_share(explanations: list[Explanation], *, seed: int = 0, confidence: f
         groups = sorted({g for g, _ in vals if g is not None})
         for label in [None, *groups]:
             sel = shares if label is None else [v for g, v in vals if g == label]
-            est = stats.mean(np.asarray(sel), confidence=confidence, n_resamples=N_RESAMPLES, proportions=True,
-                             random_state=stable_seed(seed, suite, method, label))
+            est = _guard(stats.mean(np.asarray(sel), confidence=confidence, n_resamples=N_RESAMPLES,
+                                    proportions=True, random_state=stable_seed(seed, suite, method, label)))
             extra = {"method": method, "rest": 1.0 - est.value, "unit": "share of |attribution|"}
             rows.append(metric_row(est, suite=suite, metric="group_term_share",
                                    group=None if label is None else label[1],
