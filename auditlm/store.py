@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.errors import LeaseLost, StoreError, choices
-from auditlm.explain.types import Explanation, Feature, Target
+from auditlm.explain.types import Explanation, Feature, Target, feature_from_dict
 from auditlm.metrics import MetricResult
 from auditlm.privacy.keys import StoreKey, create_key, key_path, load_key, touch_private
 from auditlm.scorers import ItemRecord
@@ -138,6 +138,31 @@ MIGRATIONS: tuple[str, ...] = (
         created_at TEXT NOT NULL,
         PRIMARY KEY (run_id, kind)
     );
+    """,
+    # 6: explanations keyed also by feature granularity (token / template) and group (an item of a counterfactual
+    # suite is explained once per group term for the per-group view); rows of schema 5 are token-level.
+    """
+    CREATE TABLE explanations_6 (
+        run_id TEXT NOT NULL,
+        suite_id TEXT NOT NULL,
+        item_id TEXT NOT NULL,
+        method TEXT NOT NULL,
+        target_kind TEXT NOT NULL,
+        target_value REAL,
+        text TEXT NOT NULL,
+        features TEXT NOT NULL,
+        delta REAL,
+        seed INTEGER NOT NULL,
+        seconds REAL NOT NULL,
+        grp TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        granularity TEXT NOT NULL DEFAULT 'token',
+        PRIMARY KEY (run_id, suite_id, item_id, method, granularity, grp)
+    );
+    INSERT INTO explanations_6 SELECT run_id, suite_id, item_id, method, target_kind, target_value, text, features,
+        delta, seed, seconds, grp, created_at, 'token' FROM explanations;
+    DROP TABLE explanations;
+    ALTER TABLE explanations_6 RENAME TO explanations;
     """,
 )
 
@@ -641,20 +666,21 @@ class Store:
             for r in rows
         ]
 
-    # --- explanations (schema 5) ----------------------------------------------------------------------
+    # --- explanations (schema 5, keyed by granularity and group since 6) ----------------------------------------------------------------------
 
     def _has_table(self, name: str) -> bool:
         return self.conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name=?",
                                  (name,)).fetchone() is not None
 
     def write_explanations(self, run_id: str, explanations: Iterable[Explanation]) -> None:
-        """Store explanations in one transaction; an (item, method) explained again replaces the old row."""
+        """Store explanations in one transaction; an (item, method, granularity, group) explained again replaces
+        the old row."""
         now = _now()
         rows = [(run_id, e.suite, e.item_id, e.method, e.target.kind, _num(e.target.value), e.text,
                  json.dumps([_feature_dict(f) for f in e.features]), _num(e.delta), int(e.seed), float(e.seconds),
-                 json.dumps(e.group or {}, sort_keys=True), now) for e in explanations]
+                 json.dumps(e.group or {}, sort_keys=True), now, e.granularity) for e in explanations]
         with self._tx() as c:
-            c.executemany("INSERT OR REPLACE INTO explanations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            c.executemany("INSERT OR REPLACE INTO explanations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def explanations(self, run_id: str, suite_id: str | None = None) -> list[Explanation]:
         """A run's stored explanations (of one suite with ``suite_id``), in suite order, then item position, then
@@ -668,15 +694,18 @@ class Store:
         if suite_id is not None:
             sql += " AND e.suite_id=?"
             args.append(suite_id)
-        sql += " ORDER BY s.position, i.position, e.item_id, e.method"
+        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(explanations)")}
+        sql += (" ORDER BY s.position, i.position, e.item_id"
+                + (", e.granularity DESC, e.grp" if "granularity" in cols else "") + ", e.method")
         out = []
         try:
             for r in self.conn.execute(sql, args):
                 out.append(Explanation(
                     suite=r["suite_id"], item_id=r["item_id"], method=r["method"],
                     target=Target(r["target_kind"], _flt(r["target_value"])), text=r["text"],
-                    features=[Feature(**f) for f in json.loads(r["features"])], delta=r["delta"], seed=r["seed"],
-                    seconds=r["seconds"], group=json.loads(r["grp"]) or {}))
+                    features=[feature_from_dict(f) for f in json.loads(r["features"])], delta=r["delta"], seed=r["seed"],
+                    seconds=r["seconds"], group=json.loads(r["grp"]) or {},
+                    granularity=r["granularity"] if "granularity" in r.keys() else "token"))  # noqa: SIM118
         except (json.JSONDecodeError, TypeError) as e:
             raise StoreError(f"store '{self.path}' is corrupt: explanations of run {run_id} ({e})") from e
         return out
@@ -706,7 +735,10 @@ class Store:
 
 
 def _feature_dict(f: Feature) -> dict[str, Any]:
-    return {"text": f.text, "start": f.start, "end": f.end, "attribution": _num(f.attribution), "kind": f.kind}
+    d = {"text": f.text, "start": f.start, "end": f.end, "attribution": _num(f.attribution), "kind": f.kind}
+    if f.spans:
+        d["spans"] = [list(s) for s in f.spans]
+    return d
 
 
 def _metric_dict(m: MetricResult) -> dict[str, Any]:

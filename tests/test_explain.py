@@ -319,3 +319,138 @@ def test_unexplainable_kind_and_target_are_one_line_errors(cf_run):
         select_top(_spec("privacy.pii_detector"), [], 1)
     with pytest.raises(SuiteSpecError, match="valid:"):
         explain_items(FakeTarget(), spec, recs[:1], ["saliency"])
+
+
+# --------------------------------------------------------------------------------------------- every suite kind
+
+DATA = None
+try:
+    import os as _os
+
+    from auditlm.suites.datasets import resolve_data_dir
+
+    DATA = resolve_data_dir(_os.environ.get("AUDITLM_DATA") or None)
+except Exception:  # a missing or bad AUDITLM_DATA: the data-backed tests skip
+    DATA = None
+needs_data = pytest.mark.skipif(DATA is None, reason="needs the benchmark files (AUDITLM_DATA)")
+
+
+@pytest.fixture(scope="module")
+def kind_runs(tiny, tmp_path_factory):
+    """Tiny-model runs of the suites explained beyond CrowS-Pairs and counterfactual templates."""
+    if DATA is None:
+        pytest.skip("needs AUDITLM_DATA")
+    out = {}
+    for sid, limit in (("bias.stereoset", 6), ("bias.bbq", 4), ("bias.winobias", 4), ("bias.bold", 3),
+                       ("bias.counterfactual_generation", 1)):
+        out[sid] = _run(tmp_path_factory.mktemp(sid.split(".")[1]) / "s.db", tiny, sid, limit, DATA)
+    return out
+
+
+def _direct_ll(tiny, ctx_ids: list[int], cont_ids: list[int]) -> float:
+    """log p(cont | ctx) from one forward pass of the model: a reference independent of the explain code."""
+    ids = torch.tensor([ctx_ids + cont_ids])
+    with torch.no_grad():
+        lp = tiny.model(input_ids=ids).logits.float().log_softmax(-1)[0]
+    return float(sum(lp[len(ctx_ids) + i - 1, t] for i, t in enumerate(cont_ids)))
+
+
+@needs_data
+def test_stereoset_target_is_the_stored_score_difference(tiny, kind_runs):
+    spec, recs = kind_runs["bias.stereoset"]
+    assert {r.input["type"] for r in recs} == {"intrasentence", "intersentence"}
+    for rec in recs:
+        p = build_problem(tiny, spec, rec)
+        assert p.value == pytest.approx(rec.score["stereotype"] - rec.score["anti_stereotype"], abs=1e-4)
+        kinds = [f.kind for f in p.features]
+        assert kinds.count("group_term") == 1, (rec.input["target"], [f.text for f in p.features])
+        g = next(f for f in p.features if f.kind == "group_term")
+        assert rec.input["target"].lower() in g.text.lower()
+
+
+@needs_data
+def test_bbq_target_is_chosen_minus_runner_up_with_sentence_features(tiny, kind_runs):
+    spec, recs = kind_runs["bias.bbq"]
+    for rec in recs:
+        lp = sorted(rec.output["logprob"], reverse=True)
+        p = build_problem(tiny, spec, rec)
+        assert p.value == pytest.approx(lp[0] - lp[1], abs=1e-4)
+        assert all(f.kind == "token" for f in p.features)
+        t = build_problem(tiny, spec, rec, granularity="template")
+        assert t.value == pytest.approx(p.value, abs=1e-9)
+        kinds = [f.kind for f in t.features]
+        assert "question" in kinds and "context_sentence_1" in kinds
+        assert t.features[kinds.index("question")].text == rec.input["question"]
+        # a template feature ablates every token in it: the same as ablating those tokens one problem lower
+        q = kinds.index("question")
+        inside = [i for i, f in enumerate(p.features) if f.start >= t.features[q].start and f.end <= t.features[q].end]
+        pres = torch.ones(1, p.n_features)
+        pres[0, inside] = 0
+        tp = torch.ones(1, t.n_features)
+        tp[0, q] = 0
+        assert float(t.value_of(tp)[0]) == pytest.approx(float(p.value_of(pres)[0]), abs=1e-9)
+
+
+@needs_data
+def test_winobias_target_is_the_margin_gap_and_the_pronoun_carries_all_of_it(tiny, kind_runs):
+    spec, recs = kind_runs["bias.winobias"]
+    for rec in recs:
+        ll = rec.score["ll"]
+        p = build_problem(tiny, spec, rec)
+        assert p.value == pytest.approx((ll["pro_gold"] - ll["pro_other"]) - (ll["anti_gold"] - ll["anti_other"]),
+                                        abs=1e-4)
+        g = [i for i, f in enumerate(p.features) if f.kind == "group_term"]
+        assert len(g) == 1
+        pieces = p.features[g[0]].text.lower().split(" … ")  # the pronoun in the sentence and in ‘She’ refers to
+        assert len(pieces) == 2 and all(any(x.strip("‘’") in w for w in ("he", "she", "him", "her", "his"))
+                                        for x in pieces), pieces
+        pres = torch.ones(1, p.n_features)
+        pres[0, g[0]] = 0  # the pronouns ablated: both lines read the same prompt, the gap is exactly zero
+        assert float(p.value_of(pres)[0]) == pytest.approx(0.0, abs=1e-9)
+        (fa,) = explain_items(tiny, spec, [rec], ["feature_ablation"])
+        assert fa.features[g[0]].attribution == pytest.approx(p.value, abs=1e-9)
+
+
+@needs_data
+def test_generation_targets_are_the_logprob_of_the_stored_text(tiny, kind_runs):
+    for sid in ("bias.bold", "bias.counterfactual_generation"):
+        spec, recs = kind_runs[sid]
+        for rec in recs[:2]:
+            p = build_problem(tiny, spec, rec)
+            assert p.kind == "sequence_logprob"
+            scored = [i for s in p.ids_forward.seqs for i, sc in zip(s.slots, s.scored, strict=True) if sc]
+            n_prompt = min(scored)
+            ids = p.input_ids[0].tolist()
+            assert p.value == pytest.approx(_direct_ll(tiny, ids[:n_prompt], ids[n_prompt:]), abs=1e-4)
+            text = rec.output["text"] if sid == "bias.bold" else None
+            if text is not None:
+                assert tiny.tokenizer.decode(ids[n_prompt:]).strip() == text.strip()
+    spec, recs = kind_runs["bias.counterfactual_generation"]
+    exps = explain_items(tiny, spec, recs[:1], ["feature_ablation"], each_group=True, granularity="template")
+    terms = [g["term"] for g in recs[0].score["generations"]]
+    assert [e.group["term"] for e in exps] == terms  # every surface form of the item's axis, in order
+    for e in exps:
+        (g,) = [f for f in e.features if f.kind == "group_term"]
+        assert g.text.lower() == e.group["term"].lower()
+        assert {f.kind for f in e.features} <= {"group_term", "rest"}
+
+
+def test_template_granularity_and_each_group_give_the_per_axis_and_per_group_view(tiny, cf_run):
+    spec, recs = cf_run
+    exps = explain_items(tiny, spec, recs, ["feature_ablation"], each_group=True, granularity="template")
+    n_terms = sum(len(r.score["relative"]) for r in recs)
+    assert len(exps) == n_terms and {e.granularity for e in exps} == {"template"}
+    for e in exps:
+        assert [f.kind for f in e.features] == ["rest", "group_term"] or \
+            sorted(f.kind for f in e.features) == ["group_term", "rest"]
+        # the stored delta for this term is the target, and FA's group attribution is target − target(neutral)
+        rec = next(r for r in recs if r.item_id == e.item_id)
+        assert e.target.value == pytest.approx(rec.score["delta"][e.group["group"]], abs=1e-4)
+    rows = group_share(exps)
+    axes = [m for m in rows if m.group_field == "axis"]
+    per_term = [m for m in rows if m.group_field not in (None, "axis")]
+    assert axes and per_term
+    assert {m.group for m in axes} == {r.input["axis"] for r in recs}
+    overall = next(m for m in rows if m.group is None)
+    assert overall.n == len(exps) and overall.extra["granularity"] == "template"
+    assert overall.extra["ci"]["unit"] == "template"

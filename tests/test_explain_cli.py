@@ -223,8 +223,10 @@ def test_json_is_valid_against_the_schema(hf_run, fake_explainer, capsys):
     assert doc["schema"] == "auditlm.explain/1" and doc["run_id"] == run_id
     assert len(doc["items"]) == 2 * len(METHODS)
     item = doc["items"][0]
-    assert set(item) == {"suite", "item_id", "method", "target", "features", "delta"}
-    assert set(item["features"][0]) == {"text", "start", "end", "attribution"}
+    # the fields, plus the feature kind, the granularity and the item's group
+    assert set(item) == {"suite", "item_id", "method", "target", "features", "delta", "granularity", "group"}
+    assert set(item["features"][0]) == {"text", "start", "end", "attribution", "kind"}
+    assert item["granularity"] == "token" and set(item["group"]) == {"axis"}
     assert doc["faithfulness"][1]["value"] is None  # NaN is null: the output is strict JSON
     assert doc["group_share"][0]["group"] == "gender"
     jsonschema = pytest.importorskip("jsonschema")
@@ -345,7 +347,7 @@ def test_a_different_model_is_refused_and_nothing_stored(hf_run, fake_explainer,
     assert _digest(path) == before
 
 
-# --- migration 5 ----------------------------------------------------------------------------------------------
+# --- migrations 5 and 6 ---------------------------------------------------------------------------------------
 
 
 def _downgrade_to_4(path: Path) -> None:
@@ -358,6 +360,32 @@ def _downgrade_to_4(path: Path) -> None:
     con.close()
 
 
+def test_migration_6_keeps_schema_5_explanations_and_keys_by_granularity_and_group(tmp_path: Path):
+    path = tmp_path / "five.sqlite"
+    con = sqlite3.connect(path)
+    for i, m in enumerate(MIGRATIONS[:5]):
+        con.executescript("BEGIN;" + m + f"PRAGMA user_version = {i + 1};COMMIT;")
+    con.execute("INSERT INTO explanations VALUES ('r', ?, 'i', 'feature_ablation', 'preference', 0.5, 'x', ?, NULL, "
+                "0, 0.1, '{}', '2026-01-01T00:00:00Z')", (SUITE, json.dumps([{"text": "x", "start": 0, "end": 1,
+                                                                               "attribution": 0.5, "kind": "token"}])))
+    con.commit()
+    con.close()
+    with Store(path, readonly=True) as st:  # a reader of schema 5 (no granularity column) reads token rows
+        assert [e.granularity for e in st.explanations("r")] == ["token"]
+    with Store(path) as st:
+        assert st.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        old = st.explanations("r")
+        assert [(e.item_id, e.granularity, e.target.value) for e in old] == [("i", "token", 0.5)]
+        # the same item and method at the other granularity and for two group terms: four rows, none replaced
+        more = [Explanation(SUITE, "i", "feature_ablation", Target("preference", 0.1 * k), "x",
+                            [Feature("x", 0, 1, 0.1, "group_term")], group={"group": g}, granularity=gran)
+                for k, (gran, g) in enumerate([("template", "a"), ("template", "b"), ("token", "a")])]
+        st.write_explanations("r", more)
+        got = st.explanations("r")
+    assert len(got) == 4 and {(e.granularity, e.group.get("group")) for e in got} == {
+        ("token", None), ("template", "a"), ("template", "b"), ("token", "a")}
+
+
 def _dump(path: Path, run_id: str):
     with Store(path, readonly=True) as st:  # as JSON text: NaN metric values compare equal
         return json.dumps(([(r.run_id, r.status, r.config) for r in st.list_runs()], st.run_suites(run_id),
@@ -365,11 +393,11 @@ def _dump(path: Path, run_id: str):
                            [m.to_dict() for m in st.metrics(run_id)]), sort_keys=True)
 
 
-def test_migration_5_upgrades_a_schema_4_store_in_place(hf_run, fake_explainer, capsys):
+def test_migrations_5_and_6_upgrade_a_schema_4_store_in_place(hf_run, fake_explainer, capsys):
     path, run_id = hf_run
     _downgrade_to_4(path)
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 4 == len(MIGRATIONS) - 1
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 4 == len(MIGRATIONS) - 2
     con.close()
     before = _digest(path)
     kept = _dump(path, run_id)
@@ -378,20 +406,20 @@ def test_migration_5_upgrades_a_schema_4_store_in_place(hf_run, fake_explainer, 
     assert _digest(path) == before  # and never migrate it
     assert _run(["explain", run_id, "--top", "2", "--store", str(path)], capsys)[0] == 0
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
     assert con.execute("SELECT count(*) FROM explanations").fetchone()[0] == 2 * len(METHODS)
     con.close()
     assert _dump(path, run_id) == kept  # every run, suite, item and metric kept
 
 
-def test_migrations_1_to_4_are_unchanged_and_5_applies_to_a_fresh_schema_4_store(tmp_path: Path):
+def test_migrations_1_to_4_are_unchanged_and_5_and_6_apply_to_a_fresh_schema_4_store(tmp_path: Path):
     path = tmp_path / "old.sqlite"
     con = sqlite3.connect(path)
     for i, m in enumerate(MIGRATIONS[:4]):
         con.executescript("BEGIN;" + m + f"PRAGMA user_version = {i + 1};COMMIT;")
     con.close()
     with Store(path) as st:
-        assert st.conn.execute("PRAGMA user_version").fetchone()[0] == 5
+        assert st.conn.execute("PRAGMA user_version").fetchone()[0] == 6
         st.write_explanations("r", [Explanation(SUITE, "i", "feature_ablation", Target("preference", float("nan")),
                                                 "x", [Feature("x", 0, 1, 1.5, "group_term")])])
         got = st.explanations("r")

@@ -46,6 +46,12 @@ def explain(
                                             f"leaking (default: {DEFAULT_TOP}).")] = None,
     method: Annotated[list[str] | None, typer.Option("--method", help="Attribution method (repeatable) "
                                                      "(default: all).")] = None,
+    features: Annotated[str, typer.Option("--features", help="Feature granularity: token (every input token) or "
+                                          "template (the group term, BBQ's context sentences and question, and "
+                                          "the rest of the input as one feature; cheap).")] = "token",
+    each_group: Annotated[bool, typer.Option("--each-group", help="Counterfactual suites: explain every group "
+                                             "term of each item (the per-group view), not only the most extreme "
+                                             "one.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the sampling methods and baselines.")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the explanations as JSON "
                                           "(schema auditlm.explain/1).")] = False,
@@ -64,10 +70,12 @@ def explain(
     changes nothing.
     """
     from auditlm.explain.report import to_html, to_json
-    from auditlm.explain.types import METHODS
+    from auditlm.explain.types import GRANULARITIES, METHODS
     from auditlm.runner import RunConfig
 
     methods = _check_flags(item, top, method, METHODS)
+    if features not in GRANULARITIES:
+        raise typer.BadParameter(f"'{features}' (valid: {', '.join(GRANULARITIES)})", param_hint="--features")
     with _open_store(store, readonly=True) as ro:
         row = ro.get_run(run_id)
         cfg = RunConfig.from_dict(row.config)
@@ -96,15 +104,17 @@ def explain(
                   console=err, transient=False, disable=not err.is_terminal and as_json) as progress:
         for p in plans:
             records = p.records if p.top is None else methods_mod.select_top(p.spec, p.records, p.top)
-            exps = methods_mod.explain_items(target, p.spec, records, methods, seed=seed,
+            n_terms = sum(len(methods_mod.group_terms(p.spec, r)) for r in records) if each_group else len(records)
+            exps = methods_mod.explain_items(target, p.spec, records, methods, seed=seed, granularity=features,
+                                             each_group=each_group,
                                              progress=_progress_factory(progress)(f"explain {p.spec.id}",
-                                                                                  len(records) * len(methods)))
+                                                                                  n_terms * len(methods)))
             explanations.extend(exps)
             if with_faithfulness:
                 faith.extend(faith_mod.faithfulness(target, p.spec, records, exps, seed=seed))
     shares = faith_mod.group_share(explanations, seed=seed)
 
-    with _open_store(store, must_exist=True) as st:  # the writer: upgrades an older store to schema 5 here
+    with _open_store(store, must_exist=True) as st:  # the writer: upgrades an older store to schema 6 here
         st.write_explanations(run_id, explanations)
         st.write_explain_summary(run_id, "group_share", shares)
         if with_faithfulness:
@@ -233,11 +243,12 @@ def _print_explanations(run_id: str, explanations) -> None:
     from auditlm.explain.report import top_features
 
     table = Table(title=f"explanations · run {run_id}", title_justify="left")
-    for col, kw in (("suite", {}), ("item", {}), ("method", {}), ("target", {}), ("value", {"justify": "right"}),
-                    ("top features", {})):
+    for col, kw in (("suite", {}), ("item", {}), ("group", {}), ("method", {}), ("target", {}),
+                    ("value", {"justify": "right"}), ("top features", {})):
         table.add_column(col, **kw)
     for e in explanations:
         feats = ", ".join(f"{t.strip() or repr(t)} {a:+.3g}" for t, a in top_features(e))
         value = "—" if e.target.value != e.target.value else f"{e.target.value:.4f}"
-        table.add_row(*(Text(c) for c in (e.suite, e.item_id, e.method, e.target.kind, value, feats)))
+        group = e.group.get("term") or e.group.get("group") or ""
+        table.add_row(*(Text(c) for c in (e.suite, e.item_id, group, e.method, e.target.kind, value, feats)))
     out.print(table)

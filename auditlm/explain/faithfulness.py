@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from auditlm import stats
-from auditlm.explain.methods import build_problem
+from auditlm.explain.methods import build_problem, explained_term
 from auditlm.explain.types import METHODS, Explanation
 from auditlm.metrics import MetricResult, metric_row, stable_seed
 
@@ -92,14 +92,14 @@ def faithfulness(target: Any, spec: Any, records: list[Any], explanations: list[
     problems: dict[tuple[str, str], Any] = {}
     per_method: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for e in exps:
-        key = (e.item_id, e.group.get("group", ""))
+        key = (e.item_id, explained_term(e) or "", e.granularity)
         if key not in problems:
             problems[key] = build_problem(target, spec, by_id[e.item_id], seed=e.seed,
-                                          group_term=e.group.get("group") or None)
+                                          group_term=explained_term(e), granularity=e.granularity)
         p = problems[key]
         if p.n_features == 0 or len(e.features) != p.n_features:
             continue
-        rng = np.random.default_rng(stable_seed(seed, spec.id, e.item_id, e.method, "random"))
+        rng = np.random.default_rng(stable_seed(seed, spec.id, e.item_id, key[1], e.method, "random"))
         s = erasure_scores(p, np.array([f.attribution for f in e.features]), ks=ks, rng=rng)
         for name, v in s.items():
             per_method[e.method][name].append(v)
@@ -115,7 +115,8 @@ def faithfulness(target: Any, spec: Any, records: list[Any], explanations: list[
             vals = per_method[m].get(name)
             if not vals:
                 continue
-            extra: dict[str, Any] = {"ks": list(ks), "unit": "nats"}
+            extra: dict[str, Any] = {"ks": list(ks), "unit": "nats",
+                                     "granularity": ",".join(sorted({e.granularity for e in exps}))}
             if name == "comprehensiveness_vs_random":
                 extra["paired"] = "per item: method minus random features of the same number"
             rows.append(metric_row(_est(vals, (spec.id, m, name), confidence=confidence, seed=seed), suite=spec.id,
@@ -131,7 +132,8 @@ def rank_agreement(explanations: list[Explanation], *, seed: int = 0, confidence
 
     by: dict[tuple[str, str, str], dict[str, np.ndarray]] = defaultdict(dict)
     for e in explanations:
-        by[(e.suite, e.item_id, e.group.get("group", ""))][e.method] = np.array([f.attribution for f in e.features])
+        key = (e.suite, e.item_id, explained_term(e) or "", e.granularity)
+        by[key][e.method] = np.array([f.attribution for f in e.features])
     suites = sorted({k[0] for k in by})
     methods = [m for m in METHODS if any(m in v for v in by.values())]
     rows: list[MetricResult] = []
@@ -154,42 +156,67 @@ def rank_agreement(explanations: list[Explanation], *, seed: int = 0, confidence
     return rows
 
 
-def _group_label(e: Explanation) -> tuple[str, str] | None:
-    """``(group_field, group)`` of an explanation for the per-group view (None: no group)."""
+#: Group keys of :attr:`Explanation.group` that are not a group of the per-group view.
+_NOT_GROUPS = ("unit", "term", "chosen", "runner_up", "context_condition")
+
+
+def _group_labels(e: Explanation) -> list[tuple[str, str]]:
+    """``(group_field, group)`` rows an explanation counts in: ``(axis, a)`` and ``(a, group)`` for counterfactual
+    suites (BOLD: ``(domain, d)`` and ``(d, group)``), else its first group key with a value."""
     g = e.group
-    if "axis" in g and "group" in g:
-        return g["axis"], g["group"]
+    for outer in ("axis", "domain"):
+        if g.get(outer) and g.get("group"):
+            return [(outer, g[outer]), (g[outer], g["group"])]
     for k, v in g.items():
-        if v:
-            return k, v
-    return None
+        if v and k not in _NOT_GROUPS:
+            return [(k, v)]
+    return []
 
 
 def group_share(explanations: list[Explanation], *, seed: int = 0, confidence: float = 0.95) -> list[MetricResult]:
-    """Per suite, method and group: the share of ``Σ|attribution|`` carried by the ``group_term`` feature.
+    """Per suite, method and feature granularity: the share of ``Σ|attribution|`` carried by the ``group_term``.
 
-    Per item ``|a_group| / Σ_i |a_i|`` (items with no group term or all-zero attributions are left out); the
-    mean over items with :func:`auditlm.stats.mean` (``proportions``), overall per suite and method (``group``
-    None) and per group (counterfactual templates: ``group_field`` the axis, ``group`` the term; CrowS-Pairs:
-    ``bias_type``). ``extra["method"]`` names the method; ``extra["rest"]`` is ``1 − share``.
+    Per explanation ``|a_group| / Σ_i |a_i|`` (explanations with no group term or all-zero attributions are
+    left out); the mean with :func:`auditlm.stats.mean` (``proportions``), resampling the suite's unit (a
+    counterfactual item's template, ``group["unit"]``; else the item: the explanations of one item for several
+    group terms are not independent), overall (``group`` None), per axis and per group (counterfactual suites:
+    ``group_field`` ``axis`` then the axis for its terms; CrowS-Pairs: ``bias_type`` …). ``extra``: ``method``,
+    ``granularity``, ``rest`` (``1 − share``) and ``signed_share`` — the mean of ``a_group / target`` (the part of
+    the preference the group term carries, which for feature ablation at template granularity is
+    ``1 − target(group term neutral) / target``; left out where the target is 0).
     """
-    data: dict[tuple[str, str], list[tuple[tuple[str, str] | None, float]]] = defaultdict(list)
+    data: dict[tuple[str, str, str], list[tuple[list[tuple[str, str]], float, float | None, str]]] = defaultdict(list)
     for e in explanations:
-        tot = sum(abs(f.attribution) for f in e.features)
-        grp = [abs(f.attribution) for f in e.features if f.kind == "group_term"]
+        tot = sum(abs(f.attribution) for f in e.features if _finite(f.attribution))
+        grp = [f.attribution for f in e.features if f.kind == "group_term" and _finite(f.attribution)]
         if not grp or tot <= 0:
             continue
-        data[(e.suite, e.method)].append((_group_label(e), sum(grp) / tot))
+        v = e.target.value
+        signed = sum(grp) / v if _finite(v) and v != 0 else None
+        unit = str(e.group.get("unit") or e.item_id)
+        data[(e.suite, e.method, e.granularity)].append((_group_labels(e), sum(abs(x) for x in grp) / tot, signed,
+                                                        unit))
     rows: list[MetricResult] = []
-    for (suite, method), vals in sorted(data.items()):
-        shares = [v for _, v in vals]
-        groups = sorted({g for g, _ in vals if g is not None})
-        for label in [None, *groups]:
-            sel = shares if label is None else [v for g, v in vals if g == label]
-            est = _guard(stats.mean(np.asarray(sel), confidence=confidence, n_resamples=N_RESAMPLES,
-                                    proportions=True, random_state=stable_seed(seed, suite, method, label)))
-            extra = {"method": method, "rest": 1.0 - est.value, "unit": "share of |attribution|"}
+    unit_name = "template" if any(e.group.get("unit") for e in explanations) else "item"
+    for (suite, method, gran), vals in sorted(data.items()):
+        labels = sorted({lab for labs, _, _, _ in vals for lab in labs}, key=lambda t: (t[0] not in ("axis", "domain"),
+                                                                                       t))
+        for label in [None, *labels]:
+            sel = [x for x in vals if label is None or label in x[0]]
+            shares = np.asarray([x[1] for x in sel])
+            est = _guard(stats.mean(shares, clusters=[x[3] for x in sel], unit=unit_name,
+                                    confidence=confidence, n_resamples=N_RESAMPLES, proportions=True,
+                                    random_state=stable_seed(seed, suite, method, gran, label)))
+            signed = [x[2] for x in sel if x[2] is not None]
+            extra = {"method": method, "granularity": gran, "rest": 1.0 - est.value,
+                     "unit": "share of |attribution|",
+                     "signed_share": float(np.mean(signed)) if signed else None,
+                     "n_explanations": len(sel)}
             rows.append(metric_row(est, suite=suite, metric="group_term_share",
                                    group=None if label is None else label[1],
                                    group_field=None if label is None else label[0], extra=extra))
     return rows
+
+
+def _finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(float(x))

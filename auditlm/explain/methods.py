@@ -26,13 +26,20 @@ import torch
 from auditlm.errors import SuiteSpecError, choices
 from auditlm.explain.targets import (
     Problem,
+    bbq_problem,
+    coarsen,
     counterfactual_problem,
     crows_pairs_problem,
+    generation_problem,
     pii_emission_problem,
+    stereoset_problem,
+    winobias_problem,
 )
-from auditlm.explain.types import METHODS, Explanation, Feature, Target
+from auditlm.explain.types import GRANULARITIES, METHODS, Explanation, Feature, Target
 
-_KINDS = ("crows_pairs", "counterfactual_loglikelihood", "pii_emission")
+_KINDS = ("crows_pairs", "stereoset", "bbq", "winobias", "counterfactual_loglikelihood", "bold",
+          "counterfactual_generation", "pii_emission")
+
 
 
 def explainable_kinds() -> tuple[str, ...]:
@@ -55,35 +62,117 @@ def _counterfactual_group(rec: Any) -> str:
     return max(rel, key=lambda g: abs(float(rel[g])))
 
 
-def _severity(spec: Any, rec: Any) -> float:
+def _cf_generation(rec: Any) -> int:
+    """Index of a counterfactual-generation item's most negative generation (lowest sentiment; ties: first)."""
+    gens = rec.score.get("generations") or []
+    if not gens:
+        raise SuiteSpecError(f"item {rec.item_id!r} has no stored generations to explain")
+    return min(range(len(gens)), key=lambda i: (float(gens[i]["sentiment"]), i))
+
+
+def _bbq_margin(rec: Any) -> float:
+    lp = sorted((float(x) for x in rec.output.get("logprob", [])), reverse=True)
+    return lp[0] - lp[1] if len(lp) > 1 else 0.0
+
+
+def _severity(spec: Any, rec: Any) -> tuple[float, ...]:
+    s = rec.score
     if spec.kind == "crows_pairs":
-        return float(rec.score["ll_more"]) - float(rec.score["ll_less"])
+        return (float(s["ll_more"]) - float(s["ll_less"]),)
+    if spec.kind == "stereoset":
+        return (float(s["stereotype"]) - float(s["anti_stereotype"]),)
+    if spec.kind == "bbq":
+        return (float(s.get("biased", 0.0)) * float(s.get("non_unknown", 0.0)), _bbq_margin(rec))
+    if spec.kind == "winobias":
+        ll = s["ll"]
+        return ((ll["pro_gold"] - ll["pro_other"]) - (ll["anti_gold"] - ll["anti_other"]),)
     if spec.kind == "counterfactual_loglikelihood":
-        return abs(float(rec.score["relative"][_counterfactual_group(rec)]))
-    return float(len(rec.score.get("produced") or []))
+        return (abs(float(s["relative"][_counterfactual_group(rec)])),)
+    if spec.kind == "bold":
+        return (-float(s["sentiment"]),)
+    if spec.kind == "counterfactual_generation":
+        return (-float(s["generations"][_cf_generation(rec)]["sentiment"]),)
+    return (float(len(s.get("produced") or [])),)
 
 
 def select_top(spec: Any, records: list[Any], k: int) -> list[Any]:
     """The ``k`` items the suite scores as most biased or leaking, most first (ties: stored order).
 
     CrowS-Pairs: largest ``ll_more − ll_less`` (the stereotyped sentence preferred by the most; pairs that
-    prefer the other sentence come last). Counterfactual templates: largest ``|relative negativity|`` of any
-    group term. PII emission: items with PII the model produced first (more produced entity types first).
+    prefer the other sentence come last). StereoSet: largest score(stereotype) − score(anti-stereotype). BBQ:
+    biased answers first, then by the chosen answer's margin over the runner-up. WinoBias: largest pro − anti
+    margin difference. Counterfactual templates: largest ``|relative negativity|`` of any group term. BOLD and
+    counterfactual generation: the most negative sentiment first. PII emission: items with PII the model produced
+    first (more produced entity types first).
     """
     _check_kind(spec)
-    order = sorted(range(len(records)), key=lambda i: (-_severity(spec, records[i]), i))
+    order = sorted(range(len(records)), key=lambda i: (tuple(-v for v in _severity(spec, records[i])), i))
     return [records[i] for i in order[: max(0, int(k))]]
 
 
-def build_problem(target: Any, spec: Any, rec: Any, *, seed: int = 0, group_term: str | None = None) -> Problem:
-    """The :class:`Problem` of one stored item (for counterfactual templates, of ``group_term``, default the
-    term with the largest |relative negativity|)."""
-    _check_kind(spec)
-    if spec.kind == "crows_pairs":
-        return crows_pairs_problem(target, spec.id, rec.item_id, rec.input)
+def _group_spans(text: str, term: str) -> list[tuple[int, int]]:
+    """Every case-insensitive occurrence of ``term`` in ``text``."""
+    out, low, t = [], text.lower(), term.lower()
+    at = low.find(t) if t else -1
+    while at >= 0:
+        out.append((at, at + len(t)))
+        at = low.find(t, at + len(t))
+    return out
+
+
+def group_terms(spec: Any, rec: Any) -> list[str]:
+    """The group terms an item can be explained for: every term of a counterfactual item's axis, and every
+    surface form of a counterfactual-generation item (one entry for the other kinds: ``""``)."""
     if spec.kind == "counterfactual_loglikelihood":
-        return counterfactual_problem(target, spec, rec.item_id, rec.input, group_term or _counterfactual_group(rec))
-    return pii_emission_problem(target, spec, rec.item_id, rec.input, rec.output, seed=seed)
+        return list(rec.score.get("relative") or {})
+    if spec.kind == "counterfactual_generation":
+        return [str(g["term"]) for g in rec.score.get("generations") or []]
+    return [""]
+
+
+def build_problem(target: Any, spec: Any, rec: Any, *, seed: int = 0, group_term: str | None = None,
+                  granularity: str = "token") -> Problem:
+    """The :class:`Problem` of one stored item (for counterfactual templates, of ``group_term``, default the
+    term with the largest |relative negativity|; for counterfactual generation, of the generation for
+    ``group_term``, default the most negative one), with token or template features (``granularity``)."""
+    _check_kind(spec)
+    if granularity not in GRANULARITIES:
+        raise SuiteSpecError(f"unknown feature granularity {granularity!r} (valid: {choices(GRANULARITIES)})")
+    kind, item = spec.kind, rec.input
+    if kind == "crows_pairs":
+        prob = crows_pairs_problem(target, spec.id, rec.item_id, item)
+    elif kind == "stereoset":
+        prob = stereoset_problem(target, spec, rec.item_id, item)
+    elif kind == "bbq":
+        prob = bbq_problem(target, spec, rec.item_id, item, rec.output.get("logprob") or [])
+    elif kind == "winobias":
+        prob = winobias_problem(target, spec, rec.item_id, item)
+    elif kind == "counterfactual_loglikelihood":
+        prob = counterfactual_problem(target, spec, rec.item_id, item, group_term or _counterfactual_group(rec))
+    elif kind == "bold":
+        prob = generation_problem(target, spec, rec.item_id, str(item["prompt"]), str(rec.output.get("text", "")),
+                                  group={"domain": str(item.get("domain", "")), "group": str(item.get("group", ""))})
+    elif kind == "counterfactual_generation":
+        gens = rec.score.get("generations") or []
+        shown = rec.output if isinstance(rec.output, list) else []
+        i = (next((k for k, g in enumerate(gens) if g["term"] == group_term), None) if group_term
+             else _cf_generation(rec))
+        if i is None or i >= len(shown):
+            raise SuiteSpecError(f"item {rec.item_id!r} has no stored generation for group term {group_term!r}")
+        from auditlm.scorers import get_scorer
+
+        g = gens[i]
+        prompt = get_scorer(spec).fill(str(item["template"]), str(g["term"]))
+        prob = generation_problem(target, spec, rec.item_id, prompt, str(shown[i].get("text", "")),
+                                  group={"axis": str(item.get("axis", "")), "group": str(g["group"]),
+                                         "term": str(g["term"])},
+                                  group_spans=_group_spans(prompt, str(g["term"])))
+    else:
+        prob = pii_emission_problem(target, spec, rec.item_id, item, rec.output, seed=seed)
+    unit = item.get("template_id")
+    if unit is not None:
+        prob.group.setdefault("unit", str(unit))
+    return coarsen(prob) if granularity == "template" else prob
 
 
 def attribute(problem: Problem, method: str, *, seed: int = 0, n_samples: int = 25, ig_steps: int = 32,
@@ -122,39 +211,50 @@ def attribute(problem: Problem, method: str, *, seed: int = 0, n_samples: int = 
 
 
 def explanation_of(problem: Problem, method: str, attributions: np.ndarray, *, delta: float | None, seed: int,
-                   seconds: float) -> Explanation:
+                   seconds: float, granularity: str = "token") -> Explanation:
     """An :class:`Explanation` from a problem and its attributions."""
-    feats = [Feature(f.text, f.start, f.end, float(a), f.kind)
+    feats = [Feature(f.text, f.start, f.end, float(a), f.kind, tuple(f.spans) if f.spans else None)
              for f, a in zip(problem.features, attributions, strict=True)]
     return Explanation(suite=problem.suite, item_id=problem.item_id, method=method,
                        target=Target(problem.kind, problem.value), text=problem.text, features=feats, delta=delta,
-                       seed=seed, seconds=seconds, group=dict(problem.group))
+                       seed=seed, seconds=seconds, group=dict(problem.group), granularity=granularity)
+
+
+def explained_term(e: Explanation) -> str | None:
+    """The group term an explanation was built for (counterfactual suites), else None."""
+    return e.group.get("term") or (e.group.get("group") if "axis" in e.group else None) or None
 
 
 def explain_items(target: Any, spec: Any, records: list[Any], methods: list[str], *, seed: int = 0,
                   progress: Callable[[int], None] | None = None, n_samples: int = 25, ig_steps: int = 32,
-                  perturbations_per_eval: int = 16) -> list[Explanation]:
+                  perturbations_per_eval: int = 16, granularity: str = "token",
+                  each_group: bool = False) -> list[Explanation]:
     """Explain each stored item by each method, item by item (``progress(1)`` after each explanation).
 
     The target (an :class:`~auditlm.targets.hf.HFTarget`) is the run's model; see
     :mod:`auditlm.explain.targets` for what is explained per suite kind. Deterministic for a seed.
-    Counterfactual items are explained for their group term with the largest |relative negativity|
-    (``Explanation.group``: axis and group).
+    Counterfactual items are explained for their most extreme group term (templates: largest |relative
+    negativity|; generation: most negative generation), or with ``each_group`` once per group term of the item
+    (:func:`group_terms`; the per-group view). ``granularity``: token or template features (:data:`GRANULARITIES`).
     """
     _check_kind(spec)
     for m in methods:
         if m not in METHODS:
             raise SuiteSpecError(f"unknown attribution method {m!r} (valid: {choices(METHODS)})")
+    if granularity not in GRANULARITIES:
+        raise SuiteSpecError(f"unknown feature granularity {granularity!r} (valid: {choices(GRANULARITIES)})")
     out: list[Explanation] = []
     for rec in records:
-        problem = build_problem(target, spec, rec, seed=seed)
-        for m in methods:
-            t0 = time.perf_counter()
-            attr, delta = attribute(problem, m, seed=seed, n_samples=n_samples, ig_steps=ig_steps,
-                                    perturbations_per_eval=perturbations_per_eval)
-            _ = problem.value
-            out.append(explanation_of(problem, m, attr, delta=delta, seed=seed,
-                                      seconds=time.perf_counter() - t0))
-            if progress:
-                progress(1)
+        terms = group_terms(spec, rec) if each_group else [""]
+        for term in terms:
+            problem = build_problem(target, spec, rec, seed=seed, group_term=term or None, granularity=granularity)
+            for m in methods:
+                t0 = time.perf_counter()
+                attr, delta = attribute(problem, m, seed=seed, n_samples=n_samples, ig_steps=ig_steps,
+                                        perturbations_per_eval=perturbations_per_eval)
+                _ = problem.value
+                out.append(explanation_of(problem, m, attr, delta=delta, seed=seed,
+                                          seconds=time.perf_counter() - t0, granularity=granularity))
+                if progress:
+                    progress(1)
     return out

@@ -27,16 +27,25 @@ def _clean(x: float | None) -> float | None:
 
 
 def item_dict(e: Explanation) -> dict[str, Any]:
-    """One entry of ``items``: suite, item id, method, target {kind, value}, features, delta (no internals)."""
+    """One entry of ``items``: suite, item id, method, target {kind, value}, features (with their kind), delta,
+    feature granularity and the item's group (no internals)."""
     return {
         "suite": e.suite,
         "item_id": e.item_id,
         "method": e.method,
         "target": {"kind": e.target.kind, "value": _clean(e.target.value)},
-        "features": [{"text": f.text, "start": f.start, "end": f.end, "attribution": _clean(f.attribution)}
-                     for f in e.features],
+        "features": [_feature_json(f) for f in e.features],
         "delta": _clean(e.delta),
+        "granularity": e.granularity,
+        "group": {k: str(v) for k, v in sorted(e.group.items())},
     }
+
+
+def _feature_json(f: Any) -> dict[str, Any]:
+    d = {"text": f.text, "start": f.start, "end": f.end, "attribution": _clean(f.attribution), "kind": f.kind}
+    if f.spans:
+        d["spans"] = [list(s) for s in f.spans]
+    return d
 
 
 def metric_dict(m: MetricResult) -> dict[str, Any]:
@@ -86,23 +95,40 @@ def _colour(a: float, scale: float) -> str:
 def _heatmap(e: Explanation) -> str:
     """The explained text with each feature span coloured by its signed attribution, normalised per item by the
     largest absolute attribution; text outside every feature is shown plain. Every feature is drawn (the group term
-    of a pair is a feature of its own, outside the shared tokens); where a template feature overlaps token features
-    the first span drawn wins (tokens before a template feature starting at the same place)."""
-    feats = sorted((f for f in e.features if 0 <= f.start <= f.end <= len(e.text)),
-                   key=lambda f: (f.start, f.kind != "token", f.end))
+    of a pair is a feature of its own, outside the shared tokens); where spans overlap the first drawn wins (token
+    features, then template features, each by position); a feature of several pieces (``spans``) colours each.
+    A template ``rest`` feature colours only the characters of its pieces that no other feature holds."""
+    n = len(e.text)
+    owner: list[int | None] = [None] * n
+    feats = [f for f in e.features if 0 <= f.start <= f.end <= n]
+    order = sorted(range(len(feats)), key=lambda i: (feats[i].kind == "rest", feats[i].start,
+                                                     feats[i].kind != "token", feats[i].end))
+    for i in order:
+        f = feats[i]
+        chars = [c for a, b in (f.spans or [(f.start, f.end)]) for c in range(max(0, a), min(n, b))]
+        if f.kind != "rest" and any(owner[c] is not None for c in chars):
+            continue  # overlaps a span already drawn: skip it rather than repeat text
+        for c in chars:
+            if owner[c] is None:
+                owner[c] = i
     scale = max((abs(f.attribution) for f in feats if _clean(f.attribution) is not None), default=0.0)
     parts, pos = [], 0
-    for f in feats:
-        if f.start < pos:  # overlaps the previous span: skip it rather than repeat text
-            continue
-        parts.append(html.escape(e.text[pos:f.start]))
-        value = _clean(f.attribution)
-        tip = f"{f.kind}: {value:+.4g}" if value is not None else f"{f.kind}: undefined"
-        parts.append(f'<span class="feat" style="background:{_colour(f.attribution, scale)}" '
-                     f'title="{html.escape(tip)}" data-attribution="{value if value is not None else ""}">'
-                     f"{html.escape(e.text[f.start:f.end])}</span>")
-        pos = f.end
-    parts.append(html.escape(e.text[pos:]))
+    while pos < n:
+        i = owner[pos]
+        end = pos
+        while end < n and owner[end] == i:
+            end += 1
+        chunk = html.escape(e.text[pos:end])
+        if i is None or (feats[i].kind == "rest" and not e.text[pos:end].strip()):
+            parts.append(chunk)
+        else:
+            f = feats[i]
+            value = _clean(f.attribution)
+            tip = f"{f.kind}: {value:+.4g}" if value is not None else f"{f.kind}: undefined"
+            parts.append(f'<span class="feat" style="background:{_colour(f.attribution, scale)}" '
+                         f'title="{html.escape(tip)}" data-attribution="{value if value is not None else ""}">'
+                         f"{chunk}</span>")
+        pos = end
     return "".join(parts)
 
 

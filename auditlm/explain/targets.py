@@ -25,6 +25,7 @@ token provably has no effect).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Callable, Sequence
@@ -33,7 +34,7 @@ from typing import Any
 
 import torch
 
-from auditlm.errors import DataError, TargetError
+from auditlm.errors import DataError, SuiteSpecError, TargetError
 
 #: Neutral replacement of a counterfactual template's group term, per axis (ablation baseline of the group term).
 NEUTRAL_TERMS: dict[str, str] = {
@@ -73,6 +74,26 @@ class FeatureSpec:
     start: int
     end: int
     kind: str = "token"
+    #: Separate pieces of a template feature (see :class:`~auditlm.explain.types.Feature`); None: one span.
+    spans: list[tuple[int, int]] | None = None
+
+
+def _merged(text: str, old: FeatureSpec | None, lo: int, hi: int, kind: str) -> FeatureSpec:
+    """``old`` widened by the piece ``[lo, hi)`` of ``text``: adjacent or overlapping pieces merge, separate
+    ones are kept apart in ``spans``."""
+    pieces = sorted((old.spans or [(old.start, old.end)]) if old is not None else [])
+    pieces.append((lo, hi))
+    pieces.sort()
+    merged: list[tuple[int, int]] = []
+    for a, b in pieces:
+        if merged and (a <= merged[-1][1] or not text[merged[-1][1]:a].strip()):
+            merged[-1] = (merged[-1][0], max(b, merged[-1][1]))
+        else:
+            merged.append((a, b))
+    start, end = merged[0][0], merged[-1][1]
+    if len(merged) == 1:
+        return FeatureSpec(text[start:end], start, end, kind)
+    return FeatureSpec(" … ".join(text[a:b] for a, b in merged), start, end, kind, merged)
 
 
 class _SlotEmbedding(torch.nn.Module):
@@ -107,6 +128,8 @@ class Problem:
     group: dict[str, str] = field(default_factory=dict)
     note: str | None = None
     _value: float | None = None
+    #: Named template segments ``(kind, start, end)`` of :attr:`text` that :func:`coarsen` turns into features.
+    segments: list[tuple[str, int, int]] = field(default_factory=list)
 
     @property
     def n_features(self) -> int:
@@ -301,7 +324,7 @@ def _finish(target: Any, *, suite: str, item_id: str, kind: str, text: str, feat
 
 def _pair_problem(target: Any, *, suite: str, item_id: str, first: str, second: str,
                   group_span: tuple[int, int] | None, neutral_text: str | None, differing_is_group: bool,
-                  group: dict[str, str]) -> Problem:
+                  group: dict[str, str], weights: tuple[float, float] | None = None) -> Problem:
     """A contrastive problem: preference = LL(first) − LL(second), each conditioned on the start token.
 
     Tokens shared by the two sentences (difflib on token ids) are one slot read by both. With
@@ -309,7 +332,8 @@ def _pair_problem(target: Any, *, suite: str, item_id: str, first: str, second: 
     ablation to one baseline token in both sentences (deleted in both where one side is empty); otherwise
     (counterfactual templates) the differing spans are the contrasted attribute words and stay fixed, and the
     shared tokens that overlap ``group_span`` (a span of ``first``) form ``group_term``, replaced on ablation by
-    the tokens of ``neutral_text``.
+    the tokens of ``neutral_text``. ``weights`` (default ``(1, -1)``) multiply the two sentences' summed
+    log-likelihoods (StereoSet: ``(1/n_first, -1/n_second)``, a difference of per-token means).
     """
     tok = target.tokenizer
     a, a_off = _encode(tok, first)
@@ -363,10 +387,8 @@ def _pair_problem(target: Any, *, suite: str, item_id: str, first: str, second: 
             s0 = a_off[i1][0] if i2 > i1 else (a_off[i1 - 1][1] if i1 > 0 else 0)
             s1 = a_off[i2 - 1][1] if i2 > i1 else s0
             f = group_index((s0, s1)) if group_feat is None else group_feat
-            if group_feat is not None and i2 > i1:  # widen the group term span over every differing block
-                old = features[group_feat]
-                lo, hi = min(old.start, s0), max(old.end, s1)
-                features[group_feat] = FeatureSpec(first[lo:hi], lo, hi, "group_term")
+            if group_feat is not None and i2 > i1:  # widen the group term over every differing block
+                features[group_feat] = _merged(first, features[group_feat], s0, s1, "group_term")
         else:
             f = -1
         pa = []
@@ -379,8 +401,9 @@ def _pair_problem(target: Any, *, suite: str, item_id: str, first: str, second: 
             seq_b.append(new_slot(b[j], f))
         diff_blocks.append((pa, pb))
 
-    sa = _Seq(seq_a, [False] + [True] * (len(seq_a) - 1), 1.0)
-    sb = _Seq(seq_b, [False] + [True] * (len(seq_b) - 1), -1.0)
+    w_a, w_b = weights if weights is not None else (1.0, -1.0)
+    sa = _Seq(seq_a, [False] + [True] * (len(seq_a) - 1), w_a)
+    sb = _Seq(seq_b, [False] + [True] * (len(seq_b) - 1), w_b)
     if differing_is_group and group_feat is not None:
         for pa, pb in diff_blocks:
             neutral = [base_tok] if pa and pb else []
@@ -497,10 +520,19 @@ def pii_emission_problem(target: Any, spec: Any, item_id: str, item: dict[str, A
     attributed to the prompt's tokens (chat-template tokens are fixed). The prompt is the stored one (redacted
     where it held PII, unless the run was ``--store-raw``)."""
     _check_target(target)
-    tok = target.tokenizer
-    prompt = str(item["prompt"])
     kind, cont_text, span, note = pii_target_span(output)
-    params = spec.generation.params(seed) if spec.generation is not None else None
+    return _prompt_problem(target, spec, item_id, str(item["prompt"]), cont_text, span, kind, note,
+                           {"category": str(item.get("category", "all"))}, ())
+
+
+def _prompt_problem(target: Any, spec: Any, item_id: str, prompt: str, cont_text: str,
+                    span: tuple[int, int] | None, kind: str, note: str | None, group: dict[str, str],
+                    group_spans: Sequence[tuple[int, int]]) -> Problem:
+    """log p(``cont_text`` (its ``span`` only, when given) | the prompt as the suite sent it: through the chat
+    template when the suite asks for one), attributed to the prompt's tokens; template tokens are fixed."""
+    _check_target(target)
+    tok = target.tokenizer
+    params = spec.generation.params(0) if spec.generation is not None else None
     if params is not None and params.chat_template and getattr(tok, "chat_template", None):
         full = tok.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
                                        add_generation_prompt=True)
@@ -518,6 +550,7 @@ def pii_emission_problem(target: Any, spec: Any, item_id: str, item: dict[str, A
     base_tok = baseline_token(tok)
     features: list[FeatureSpec] = []
     slot_ids, slot_feat, slot_base = [], [], []
+    group_feat: int | None = None
     for t, (a, b) in zip(ids, offs, strict=True):
         a0, b = int(a), int(b)
         a = a0
@@ -525,8 +558,17 @@ def pii_emission_problem(target: Any, spec: Any, item_id: str, item: dict[str, A
             a += 1
         a = a if a < b else a0
         if p0 >= 0 and b > a and a >= p0 and b <= p0 + len(prompt):
-            slot_feat.append(len(features))
-            features.append(FeatureSpec(prompt[a - p0 : b - p0], a - p0, b - p0, "token"))
+            lo, hi = a - p0, b - p0
+            if any(lo < gb and hi > ga for ga, gb in group_spans):
+                if group_feat is None:
+                    group_feat = len(features)
+                    features.append(_merged(prompt, None, lo, hi, "group_term"))
+                else:
+                    features[group_feat] = _merged(prompt, features[group_feat], lo, hi, "group_term")
+                slot_feat.append(group_feat)
+            else:
+                slot_feat.append(len(features))
+                features.append(FeatureSpec(prompt[lo:hi], lo, hi, "token"))
         else:
             slot_feat.append(-1)
         slot_ids.append(int(t))
@@ -543,9 +585,291 @@ def pii_emission_problem(target: Any, spec: Any, item_id: str, item: dict[str, A
         slot_base.append(int(t))
         scored.append(span is None or (a < span[1] and b > span[0]))
     seq = _Seq(list(range(len(slot_ids))), scored, 1.0)
-    group = {"category": str(item.get("category", "all"))}
     return _finish(target, suite=spec.id, item_id=item_id, kind=kind, text=prompt, features=features,
                    slot_ids=slot_ids, slot_feat=slot_feat, slot_base=slot_base, seqs=[seq], group=group, note=note)
+
+
+def _context_offsets(tok: Any, text: str, ids: list[int]) -> list[tuple[int, int]]:
+    """Character offsets (leading whitespace trimmed; ``(0, 0)`` for special tokens) of ``ids``, the tokens of
+    ``text`` as the target encoded it."""
+    for kw in ({}, {"add_special_tokens": False}):
+        enc = tok(text, return_offsets_mapping=True, **kw)
+        if list(enc["input_ids"]) == ids:
+            out = []
+            for a0, b in enc["offset_mapping"]:
+                a = a0
+                while a < b and text[a].isspace():
+                    a += 1
+                out.append((int(a if a < b else a0), int(b)))
+            return out
+    raise DataError(f"cannot align the tokens of {text[:60]!r} with their text (the tokenizer gives no offsets "
+                    f"that reproduce the scored tokens)")
+
+
+def _context_problem(target: Any, *, suite: str, item_id: str, contexts: list[str],
+                     requests: list[tuple[int, str, float]], group: dict[str, str],
+                     group_spans: Sequence[tuple[int, int]] = (), differing_is_group: bool = False,
+                     segments: Sequence[tuple[str, int, int]] = (), note: str | None = None) -> Problem:
+    """A contrastive problem over scored continuations: ``Σ_r w_r · LL(contexts[k_r], continuation_r)`` for
+    ``requests`` ``(k_r, continuation_r, w_r)``, tokenised exactly as the target's ``loglikelihood`` does.
+
+    The features are the context's tokens (of ``contexts[0]``, the explained text); the continuations are fixed
+    and scored. With two contexts (WinoBias: the pro- and the anti-stereotyped line) the token ids are aligned
+    (difflib) and shared tokens are one slot read by both; the differing tokens form the ``group_term`` feature
+    when ``differing_is_group`` (collapsed to one baseline token in both contexts on ablation, which makes the
+    contexts identical), else they stay fixed. Shared context tokens overlapping ``group_spans`` (character
+    spans of ``contexts[0]``) form ``group_term`` too. ``segments`` (``(kind, start, end)``) name template
+    features for :func:`coarsen` (BBQ: each context sentence and the question).
+    """
+    tok = target.tokenizer
+    if not 1 <= len(contexts) <= 2 or not all(c.strip() for c in contexts):
+        raise DataError(f"suite {suite}: item {item_id!r} needs one or two non-empty contexts to explain")
+    enc = [target._encode_request(contexts[k], cont) for k, cont, _ in requests]
+    ctx_ids: dict[int, list[int]] = {}
+    for (k, _, _), (c_ids, cont_ids) in zip(requests, enc, strict=True):
+        if ctx_ids.setdefault(k, list(c_ids)) != list(c_ids):
+            raise DataError(f"suite {suite}: item {item_id!r}: one context tokenises two ways")
+        if not cont_ids:
+            raise DataError(f"suite {suite}: item {item_id!r} has an empty continuation: nothing to explain")
+        if len(cont_ids) > target.max_length:
+            raise DataError(f"suite {suite}: item {item_id!r}: a continuation is longer than the model's context "
+                            f"({target.max_length} tokens): nothing to explain")
+    text = contexts[0]
+    ctx_text = text.rstrip() if text != text.rstrip() else text
+    c0 = ctx_ids[0]
+    offs0 = _context_offsets(tok, ctx_text, c0)
+    base_tok = baseline_token(tok)
+    features: list[FeatureSpec] = []
+    slot_ids: list[int] = []
+    slot_feat: list[int] = []
+    slot_base: list[int] = []
+    group_feat: int | None = None
+
+    def new_slot(tid: int, feat: int) -> int:
+        slot_ids.append(int(tid))
+        slot_feat.append(feat)
+        slot_base.append(base_tok if feat >= 0 else int(tid))
+        return len(slot_ids) - 1
+
+    def group_index(lo: int, hi: int) -> int:
+        nonlocal group_feat
+        if group_feat is None:
+            group_feat = len(features)
+            features.append(_merged(text, None, lo, hi, "group_term"))
+        else:
+            features[group_feat] = _merged(text, features[group_feat], lo, hi, "group_term")
+        return group_feat
+
+    def shared_feature(i: int) -> int:
+        s0, s1 = offs0[i]
+        if s1 <= s0:
+            return -1  # a special token (BOS) is fixed
+        if any(s0 < b and s1 > a for a, b in group_spans):
+            return group_index(s0, s1)
+        features.append(FeatureSpec(text[s0:s1], s0, s1, "token"))
+        return len(features) - 1
+
+    ctx_slots: dict[int, list[int]] = {0: [], 1: []}
+    diff_blocks: list[tuple[list[int], list[int]]] = []
+    c1 = ctx_ids.get(1, c0)
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, c0, c1, autojunk=False).get_opcodes():
+        if op == "equal":
+            for i in range(i1, i2):
+                k = new_slot(c0[i], shared_feature(i))
+                ctx_slots[0].append(k)
+                ctx_slots[1].append(k)
+            continue
+        f = -1
+        if differing_is_group and i2 > i1:
+            f = group_index(offs0[i1][0], offs0[i2 - 1][1])
+        elif differing_is_group and group_feat is not None:
+            f = group_feat
+        pa = [len(ctx_slots[0]) + n for n in range(i2 - i1)]
+        ctx_slots[0].extend(new_slot(c0[i], f) for i in range(i1, i2))
+        pb = [len(ctx_slots[1]) + n for n in range(j2 - j1)]
+        ctx_slots[1].extend(new_slot(c1[j], f) for j in range(j1, j2))
+        diff_blocks.append((pa, pb))
+    if differing_is_group and diff_blocks and group_feat is None:  # only insertions in the second context
+        group_feat = len(features)
+        features.append(FeatureSpec("", 0, 0, "group_term"))
+        for _pa, pb in diff_blocks:
+            for q in pb:
+                slot_feat[ctx_slots[1][q]] = group_feat
+                slot_base[ctx_slots[1][q]] = base_tok
+    seqs = []
+    keep = target.max_length + 1  # the target scores (context + continuation) left-truncated to this many tokens
+    cut = 0
+    for (k, _, w), (_, cont_ids) in zip(requests, enc, strict=True):
+        slots = list(ctx_slots[k]) + [new_slot(t, -1) for t in cont_ids]
+        scored = [False] * len(ctx_slots[k]) + [True] * len(cont_ids)
+        drop = max(0, len(slots) - keep)
+        cut = max(cut, drop)
+        s = _Seq(slots[drop:], scored[drop:], float(w))
+        if differing_is_group and group_feat is not None and len(contexts) == 2:
+            for pa, pb in diff_blocks:
+                pos = pa if k == 0 else pb
+                other = pb if k == 0 else pa
+                if pos and pos[0] >= drop:
+                    s.collapse.append((pos[0] - drop, pos[-1] + 1 - drop, group_feat, [base_tok] if other else []))
+        seqs.append(s)
+    if cut:
+        note = ((note + "; ") if note else "") + (f"the first {cut} tokens lie beyond the model's context "
+                                                  f"({target.max_length}): the model did not read them, their "
+                                                  "attribution is 0")
+    prob = _finish(target, suite=suite, item_id=item_id, kind="preference", text=text, features=features,
+                   slot_ids=slot_ids, slot_feat=slot_feat, slot_base=slot_base, seqs=seqs, group=group, note=note)
+    prob.segments = list(segments)
+    return prob
+
+
+def stereoset_problem(target: Any, spec: Any, item_id: str, item: dict[str, Any]) -> Problem:
+    """StereoSet: preference = score(stereotype) − score(anti-stereotype), each the candidate's mean
+    log-probability per token as the scorer stores it (``score["stereotype"] − score["anti_stereotype"]``).
+
+    Intrasentence (``scoring: lm_eval``): the two filled sentences conditioned on the start token, as a
+    CrowS-Pairs pair whose differing words (the filled BLANK, the attribute) stay fixed; the shared tokens are
+    the features and the target term's tokens form ``group_term`` (ablated to the baseline token).
+    Intersentence: the context's tokens are the features (the target term in it is ``group_term``), the two
+    candidate sentences are fixed continuations. ``scoring: bias_bench`` conditions each intrasentence token on
+    a different prefix and is not explained."""
+    from auditlm.scorers import get_scorer
+
+    _check_target(target)
+    stereo, anti = str(item["stereotype"]).strip(), str(item["anti_stereotype"]).strip()
+    term = str(item.get("target", ""))
+    group = {"bias_type": str(item.get("bias_type", "")), "type": str(item.get("type", ""))}
+    if item.get("type") == "intrasentence":
+        if getattr(get_scorer(spec).options, "scoring", "lm_eval") != "lm_eval":
+            raise SuiteSpecError(f"suite {spec.id}: StereoSet intrasentence items scored with options.scoring "
+                                 "bias_bench cannot be explained (valid: lm_eval)")
+        n_a = len(target._encode_request("", stereo)[1])
+        n_b = len(target._encode_request("", anti)[1])
+        at = stereo.lower().find(term.lower()) if term else -1
+        span = (at, at + len(term)) if at >= 0 else None
+        return _pair_problem(target, suite=spec.id, item_id=item_id, first=stereo, second=anti, group_span=span,
+                             neutral_text=None, differing_is_group=False, group=group,
+                             weights=(1.0 / max(n_a, 1), -1.0 / max(n_b, 1)))
+    ctx = str(item["context"]).strip()
+    if ctx[-1:] not in (".", "!", "?"):
+        ctx += "."
+    conts = [" " + stereo, " " + anti]
+    n = [len(target._encode_request(ctx, c)[1]) for c in conts]
+    at = ctx.lower().find(term.lower()) if term else -1
+    spans = [(at, at + len(term))] if at >= 0 else []
+    return _context_problem(target, suite=spec.id, item_id=item_id, contexts=[ctx],
+                            requests=[(0, conts[0], 1.0 / max(n[0], 1)), (0, conts[1], -1.0 / max(n[1], 1))],
+                            group=group, group_spans=spans)
+
+
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Character spans of the sentences of ``text`` (split after . ! ? followed by whitespace)."""
+    spans, start = [], 0
+    for m in re.finditer(r"[.!?](?=\s)|$", text):
+        end = m.end()
+        seg = text[start:end]
+        if seg.strip():
+            lead = len(seg) - len(seg.lstrip())
+            spans.append((start + lead, end))
+        start = end
+    return spans
+
+
+def bbq_problem(target: Any, spec: Any, item_id: str, item: dict[str, Any], logprobs: Sequence[float]) -> Problem:
+    """BBQ: preference = LL(chosen answer) − LL(runner-up) of the stored choice log-likelihoods (lm-eval's prompt
+    and choices, :func:`~auditlm.scorers.bias.bbq_prompt`), attributed to the prompt's tokens; template features
+    (:func:`coarsen`) are each context sentence and the question."""
+    from auditlm.scorers.bias import bbq_choices, bbq_prompt
+
+    _check_target(target)
+    prompt = bbq_prompt(item)
+    choices = bbq_choices(item)
+    lp = [float(x) for x in logprobs]
+    if len(lp) != len(choices) or len(lp) < 2:
+        raise DataError(f"suite {spec.id}: item {item_id!r} stored {len(lp)} choice log-likelihoods for "
+                        f"{len(choices)} choices: nothing to explain")
+    order = sorted(range(len(lp)), key=lambda i: (-lp[i], i))
+    first, second = order[0], order[1]
+    segs: list[tuple[str, int, int]] = []
+    ctx = str(item["context"])
+    for n, (a, b) in enumerate(_sentence_spans(ctx), start=1):
+        segs.append((f"context_sentence_{n}", a, b))
+    q0 = prompt.find("Q: ") + 3
+    segs.append(("question", q0, q0 + len(str(item["question"]))))
+    group = {"category": str(item.get("category", "")), "context_condition": str(item.get("context_condition", "")),
+             "chosen": choices[first], "runner_up": choices[second]}
+    return _context_problem(target, suite=spec.id, item_id=item_id, contexts=[prompt],
+                            requests=[(0, " " + choices[first], 1.0), (0, " " + choices[second], -1.0)],
+                            group=group, segments=segs)
+
+
+def winobias_problem(target: Any, spec: Any, item_id: str, item: dict[str, Any]) -> Problem:
+    """WinoBias (``method: refers_to``): the item's ``margin_gap`` term, ``[ll(gold) − ll(other)]`` on the
+    pro-stereotyped line minus the same on the anti-stereotyped line, attributed to the shared tokens of the two
+    prompts; the pronouns (the only difference between the lines) are ``group_term``: ablated, both lines read
+    the same prompt and the target is exactly 0."""
+    from auditlm.scorers import get_scorer
+
+    _check_target(target)
+    method = getattr(get_scorer(spec).options, "method", "refers_to")
+    if method != "refers_to":
+        raise SuiteSpecError(f"suite {spec.id}: WinoBias items scored with options.method {method} cannot be "
+                             "explained (valid: refers_to; partial removes the pronoun, so nothing differs)")
+    from auditlm.scorers.bias import winobias_requests
+
+    pro = winobias_requests(item["pro"], method)
+    anti = winobias_requests(item["anti"], method)
+    if pro[0].context != pro[1].context or anti[0].context != anti[1].context:
+        raise DataError(f"suite {spec.id}: item {item_id!r}: the two candidates of a line have different prompts")
+    ctx = [pro[0].context, anti[0].context]
+    reqs = [(0, pro[0].continuation, 1.0), (0, pro[1].continuation, -1.0), (1, anti[0].continuation, -1.0),
+            (1, anti[1].continuation, 1.0)]
+    return _context_problem(target, suite=spec.id, item_id=item_id, contexts=ctx, requests=reqs,
+                            group={"type": str(item.get("type", ""))}, differing_is_group=True)
+
+
+def coarsen(problem: Problem) -> Problem:
+    """The problem with template features: ``group_term`` (if any), each named segment (BBQ's context sentences
+    and question), and ``rest`` — every other token feature as one feature (its pieces in ``spans``). Slots are regrouped; the forward
+    functions and the neutral replacements are unchanged, so ablating ``rest`` ablates all its tokens at once."""
+    segs = list(getattr(problem, "segments", []) or [])
+    mapping: dict[int, int] = {}
+    feats: list[FeatureSpec] = []
+    by_name: dict[str, int] = {}
+    rest: FeatureSpec | None = None
+    for i, f in enumerate(problem.features):
+        if f.kind != "token":
+            mapping[i] = len(feats)
+            feats.append(f)
+            continue
+        name = next((k for k, a, b in segs if f.start < b and f.end > a), None)
+        key = name or "rest"
+        if key not in by_name:
+            by_name[key] = len(feats)
+            if name is not None:
+                _, a, b = next(s for s in segs if s[0] == name)
+                feats.append(FeatureSpec(problem.text[a:b], a, b, name))
+            else:
+                feats.append(FeatureSpec("", f.start, f.end, "rest"))
+        mapping[i] = by_name[key]
+        if name is None:
+            rest = _merged(problem.text, rest, f.start, f.end, "rest")
+    if rest is not None:
+        feats[by_name["rest"]] = rest
+    sf = problem.slot_feature.clone()
+    for old, new in mapping.items():
+        sf[problem.slot_feature == old] = new
+    out = dataclasses.replace(problem, features=feats, slot_feature=sf, _value=problem._value)
+    out.segments = segs
+    return out
+
+
+def generation_problem(target: Any, spec: Any, item_id: str, prompt: str, text: str, *,
+                       group: dict[str, str], group_spans: Sequence[tuple[int, int]] = (),
+                       note: str | None = None) -> Problem:
+    """A generation suite (BOLD, counterfactual generation): log p(the stored generation | the prompt), attributed
+    to the prompt's tokens (``group_spans`` of the prompt form ``group_term``)."""
+    return _prompt_problem(target, spec, item_id, prompt, text, None, "sequence_logprob", note, group,
+                           group_spans)
 
 
 def generic_problem(forward: Callable[[torch.Tensor], torch.Tensor], layer: torch.nn.Module,
