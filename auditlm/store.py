@@ -139,10 +139,13 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (run_id, kind)
     );
     """,
-    # 6: explanations keyed also by feature granularity (token / template) and group (an item of a counterfactual
-    # suite is explained once per group term for the per-group view); rows of schema 5 are token-level.
+    # 6: explanations move to ``attributions``, keyed also by feature granularity (token / template) and group (an
+    # item of a counterfactual suite is explained once per group term for the per-group view); the rows of schema 5
+    # are token-level. (A new name, not ALTER TABLE … RENAME: renaming inside the upgrade transaction made a
+    # concurrent opener's WAL checkpoint fail with "database table is locked", seen in
+    # tests/test_store_concurrency.py.)
     """
-    CREATE TABLE explanations_6 (
+    CREATE TABLE attributions (
         run_id TEXT NOT NULL,
         suite_id TEXT NOT NULL,
         item_id TEXT NOT NULL,
@@ -159,10 +162,9 @@ MIGRATIONS: tuple[str, ...] = (
         granularity TEXT NOT NULL DEFAULT 'token',
         PRIMARY KEY (run_id, suite_id, item_id, method, granularity, grp)
     );
-    INSERT INTO explanations_6 SELECT run_id, suite_id, item_id, method, target_kind, target_value, text, features,
+    INSERT INTO attributions SELECT run_id, suite_id, item_id, method, target_kind, target_value, text, features,
         delta, seed, seconds, grp, created_at, 'token' FROM explanations;
     DROP TABLE explanations;
-    ALTER TABLE explanations_6 RENAME TO explanations;
     """,
 )
 
@@ -680,21 +682,22 @@ class Store:
                  json.dumps([_feature_dict(f) for f in e.features]), _num(e.delta), int(e.seed), float(e.seconds),
                  json.dumps(e.group or {}, sort_keys=True), now, e.granularity) for e in explanations]
         with self._tx() as c:
-            c.executemany("INSERT OR REPLACE INTO explanations VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            c.executemany("INSERT OR REPLACE INTO attributions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
     def explanations(self, run_id: str, suite_id: str | None = None) -> list[Explanation]:
         """A run's stored explanations (of one suite with ``suite_id``), in suite order, then item position, then
         method; empty for a store written before schema 5 (read-only readers do not migrate it)."""
-        if not self._has_table("explanations"):
+        table = "attributions" if self._has_table("attributions") else "explanations"  # schema 6, else 5
+        if not self._has_table(table):
             return []
-        sql = ("SELECT e.* FROM explanations e LEFT JOIN run_suites s ON s.run_id=e.run_id AND s.suite_id=e.suite_id"
+        sql = (f"SELECT e.* FROM {table} e LEFT JOIN run_suites s ON s.run_id=e.run_id AND s.suite_id=e.suite_id"
                " LEFT JOIN items i ON i.run_id=e.run_id AND i.suite_id=e.suite_id AND i.item_id=e.item_id"
                " WHERE e.run_id=?")
         args: list[Any] = [run_id]
         if suite_id is not None:
             sql += " AND e.suite_id=?"
             args.append(suite_id)
-        cols = {r[1] for r in self.conn.execute("PRAGMA table_info(explanations)")}
+        cols = {r[1] for r in self.conn.execute(f"PRAGMA table_info({table})")}
         sql += (" ORDER BY s.position, i.position, e.item_id"
                 + (", e.granularity DESC, e.grp" if "granularity" in cols else "") + ", e.method")
         out = []

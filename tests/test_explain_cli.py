@@ -352,9 +352,9 @@ def test_a_different_model_is_refused_and_nothing_stored(hf_run, fake_explainer,
 
 def _downgrade_to_4(path: Path) -> None:
     """What the same store looked like before migration 5 (migrations 1–4 are unchanged, so this is exactly a
-    store written by the previous auditlm)."""
+    store written by an auditlm of schema 4)."""
     con = sqlite3.connect(path)
-    con.executescript("BEGIN; DROP TABLE explanations; DROP TABLE explain_summaries; PRAGMA user_version = 4; "
+    con.executescript("BEGIN; DROP TABLE attributions; DROP TABLE explain_summaries; PRAGMA user_version = 4; "
                       "COMMIT;")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
@@ -407,7 +407,7 @@ def test_migrations_5_and_6_upgrade_a_schema_4_store_in_place(hf_run, fake_expla
     assert _run(["explain", run_id, "--top", "2", "--store", str(path)], capsys)[0] == 0
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
-    assert con.execute("SELECT count(*) FROM explanations").fetchone()[0] == 2 * len(METHODS)
+    assert con.execute("SELECT count(*) FROM attributions").fetchone()[0] == 2 * len(METHODS)
     con.close()
     assert _dump(path, run_id) == kept  # every run, suite, item and metric kept
 
