@@ -59,7 +59,7 @@ def _metric(metric: str, value: float = 0.5, group: str | None = None) -> Metric
 @pytest.fixture
 def fake_explainer(monkeypatch: pytest.MonkeyPatch):
     """Fake ``auditlm.explain.methods`` / ``faithfulness`` modules and model loader; records what was called."""
-    calls: dict[str, list] = {"resolve": [], "explain": [], "faithfulness": [], "select_top": []}
+    calls: dict[str, list] = {"resolve": [], "explain": [], "faithfulness": [], "select_top": [], "explain_kw": []}
     kinds = ("counterfactual_loglikelihood", "crows_pairs")
 
     methods = types.ModuleType("auditlm.explain.methods")
@@ -71,6 +71,7 @@ def fake_explainer(monkeypatch: pytest.MonkeyPatch):
 
     def explain_items(target, spec, records, methods_, *, seed=0, progress=None, **kw):
         calls["explain"].append(([r.item_id for r in records], list(methods_), seed))
+        calls["explain_kw"].append(kw)
         if progress is not None:  # the real explain_items: progress(1) after each explanation
             for _ in range(len(records) * len(methods_)):
                 progress(1)
@@ -78,6 +79,7 @@ def fake_explainer(monkeypatch: pytest.MonkeyPatch):
 
     methods.select_top = select_top
     methods.explain_items = explain_items
+    methods.group_terms = lambda spec, rec: ["a", "b"]
     faith = types.ModuleType("auditlm.explain.faithfulness")
 
     def faithfulness(target, spec, records, explanations, *, seed=0, **kw):
@@ -424,3 +426,16 @@ def test_migrations_1_to_4_are_unchanged_and_5_and_6_apply_to_a_fresh_schema_4_s
                                                 "x", [Feature("x", 0, 1, 1.5, "group_term")])])
         got = st.explanations("r")
     assert got[0].target.value != got[0].target.value and got[0].features == [Feature("x", 0, 1, 1.5, "group_term")]
+
+
+def test_features_and_each_group_reach_the_explainer_and_a_bad_granularity_is_refused(hf_run, fake_explainer,
+                                                                                    capsys):
+    path, run_id = hf_run
+    before = _digest(path)
+    code, _, err = _run(["explain", run_id, "--features", "words", "--store", str(path)], capsys)
+    assert code == 2 and "token, template" in err and "Traceback" not in err
+    assert fake_explainer["resolve"] == [] and _digest(path) == before  # refused before the model loads
+    code, _, err = _run(["explain", run_id, "--top", "2", "--features", "template", "--each-group",
+                         "--store", str(path)], capsys)
+    assert code == 0, err
+    assert fake_explainer["explain_kw"][-1] == {"granularity": "template", "each_group": True}
