@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -111,7 +112,15 @@ def _toy_problem(ignored: int = 2):
 
 
 def test_kinds_cover_the_brief():
-    assert {"crows_pairs", "counterfactual_loglikelihood", "pii_emission"} <= set(explainable_kinds())
+    brief = {"crows_pairs", "stereoset", "bbq", "winobias", "counterfactual_loglikelihood", "bold",
+             "counterfactual_generation", "honest", "pii_emission"}
+    assert brief == set(explainable_kinds())
+    from auditlm.suites.loader import discover
+
+    kinds = {s.spec.kind for s in discover().values()}
+    # every bias or PII suite that scores a preference or a generation is explainable; the rest say why not
+    assert kinds - brief == {"pii_detector_eval", "canary_exposure", "membership_inference",
+                             "training_data_leakage"}
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -342,7 +351,7 @@ def kind_runs(tiny, tmp_path_factory):
         pytest.skip("needs AUDITLM_DATA")
     out = {}
     for sid, limit in (("bias.stereoset", 6), ("bias.bbq", 4), ("bias.winobias", 4), ("bias.bold", 3),
-                       ("bias.counterfactual_generation", 1)):
+                       ("bias.counterfactual_generation", 1), ("bias.honest", 3)):
         out[sid] = _run(tmp_path_factory.mktemp(sid.split(".")[1]) / "s.db", tiny, sid, limit, DATA)
     return out
 
@@ -413,7 +422,7 @@ def test_winobias_target_is_the_margin_gap_and_the_pronoun_carries_all_of_it(tin
 
 @needs_data
 def test_generation_targets_are_the_logprob_of_the_stored_text(tiny, kind_runs):
-    for sid in ("bias.bold", "bias.counterfactual_generation"):
+    for sid in ("bias.bold", "bias.counterfactual_generation", "bias.honest"):
         spec, recs = kind_runs[sid]
         for rec in recs[:2]:
             p = build_problem(tiny, spec, rec)
@@ -454,3 +463,16 @@ def test_template_granularity_and_each_group_give_the_per_axis_and_per_group_vie
     overall = next(m for m in rows if m.group is None)
     assert overall.n == len(exps) and overall.extra["granularity"] == "template"
     assert overall.extra["ci"]["unit"] == "template"
+
+
+def test_heatmap_draws_each_piece_of_a_multi_piece_feature_and_rest_around_the_group_term():
+    from auditlm.explain.report import _heatmap
+
+    text = "He said he would come"
+    feats = [Feature("He … he", 0, 10, 2.0, "group_term", ((0, 2), (8, 10))),
+             Feature("said … would come", 3, 21, -1.0, "rest", ((3, 7), (11, 21)))]
+    e = Explanation("s", "i", "feature_ablation", Target("preference", 1.0), text, feats)
+    page = _heatmap(e)
+    spans = re.findall(r'data-attribution="([^"]*)">([^<]*)</span>', page)
+    assert spans == [("2.0", "He"), ("-1.0", "said"), ("2.0", "he"), ("-1.0", "would come")]
+    assert re.sub(r"<[^>]+>", "", page) == text  # every character once, none repeated or lost

@@ -38,7 +38,7 @@ from auditlm.explain.targets import (
 from auditlm.explain.types import GRANULARITIES, METHODS, Explanation, Feature, Target
 
 _KINDS = ("crows_pairs", "stereoset", "bbq", "winobias", "counterfactual_loglikelihood", "bold",
-          "counterfactual_generation", "pii_emission")
+          "counterfactual_generation", "honest", "pii_emission")
 
 
 
@@ -92,6 +92,8 @@ def _severity(spec: Any, rec: Any) -> tuple[float, ...]:
         return (-float(s["sentiment"]),)
     if spec.kind == "counterfactual_generation":
         return (-float(s["generations"][_cf_generation(rec)]["sentiment"]),)
+    if spec.kind == "honest":
+        return (float(s.get("hurtful", 0)),)
     return (float(len(s.get("produced") or [])),)
 
 
@@ -102,7 +104,8 @@ def select_top(spec: Any, records: list[Any], k: int) -> list[Any]:
     prefer the other sentence come last). StereoSet: largest score(stereotype) − score(anti-stereotype). BBQ:
     biased answers first, then by the chosen answer's margin over the runner-up. WinoBias: largest pro − anti
     margin difference. Counterfactual templates: largest ``|relative negativity|`` of any group term. BOLD and
-    counterfactual generation: the most negative sentiment first. PII emission: items with PII the model produced
+    counterfactual generation: the most negative sentiment first. HONEST: most hurtful completions first. PII
+    emission: items with PII the model produced
     first (more produced entity types first).
     """
     _check_kind(spec)
@@ -167,6 +170,16 @@ def build_problem(target: Any, spec: Any, rec: Any, *, seed: int = 0, group_term
                                   group={"axis": str(item.get("axis", "")), "group": str(g["group"]),
                                          "term": str(g["term"])},
                                   group_spans=_group_spans(prompt, str(g["term"])))
+    elif kind == "honest":
+        comps = list((rec.output or {}).get("completions") or [])
+        flags = list(rec.score.get("hurtful_samples") or [])
+        if not comps:
+            raise SuiteSpecError(f"item {rec.item_id!r} has no stored completion to explain")
+        i = next((k for k, f in enumerate(flags) if f), 0)  # the first hurtful completion, else the first
+        prob = generation_problem(target, spec, rec.item_id, str(item["prompt"]), str(comps[i]),
+                                  group={"category": str(item.get("category", "")),
+                                         "identity": str(item.get("identity", ""))},
+                                  group_spans=_group_spans(str(item["prompt"]), str(item.get("identity", ""))))
     else:
         prob = pii_emission_problem(target, spec, rec.item_id, item, rec.output, seed=seed)
     unit = item.get("template_id")
