@@ -46,8 +46,9 @@ Methods, and why:
   groups equal", permuting at the level the design allows (items; whole clusters; groups within a cluster).
 * **Paired comparisons**: binary pairs — exact McNemar test (``statsmodels.stats.contingency_tables.mcnemar``)
   and Agresti & Min's (2005, *Stat Med* 24:729–740) adjusted Wald interval for the difference; continuous pairs —
-  Wilcoxon signed-rank (``scipy.stats.wilcoxon``) with the bootstrap-t interval of the mean difference; the exact
-  sign test (``scipy.stats.binomtest``) for differences of binary outcomes averaged over a few forms.
+  Wilcoxon signed-rank (``scipy.stats.wilcoxon``) with the bootstrap-t interval of the mean difference (Student's
+  t below 5 pairs, as for any mean); the exact sign test (``scipy.stats.binomtest``) for differences of binary
+  outcomes averaged over a few forms.
   Holm's step-down correction (``statsmodels.stats.multitest.multipletests``) runs within a declared family, and a
   test whose smallest attainable p-value cannot reach alpha (too few informative pairs) is marked
   ``underpowered`` rather than reported as if it were evidence.
