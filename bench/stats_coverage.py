@@ -89,6 +89,16 @@ def _old_percentile_mean(x: np.ndarray, rng: np.random.Generator, n_boot: int = 
     return float(lo), float(hi)
 
 
+def _bootstrap_t_few(x: np.ndarray, rng: np.random.Generator, n_boot: int = 1000) -> tuple[float, float]:
+    """The studentized bootstrap of :func:`auditlm.stats.mean` without its Student-t fallback below
+    ``MIN_BOOTSTRAP_T_UNITS`` units (what ``mean`` did there before)."""
+    y, m = x.astype(float), np.ones_like(x, dtype=float)
+    r = float(y.mean())
+    se = float(S._ratio_se(y, m, r))
+    q_lo, q_hi = np.quantile(S._bootstrap_t(y, m, r, n_boot, rng), [0.025, 0.975])
+    return float(r - q_hi * se), float(r - q_lo * se)
+
+
 # --- scenarios -------------------------------------------------------------------------------------------------
 
 
@@ -330,6 +340,20 @@ def scenarios() -> list[Scenario]:
         return not_rejected(gap.test)
 
     add(Scenario("test: omnibus permutation (1 - size)", "null equal means 3 groups x 30", sim_perm))
+
+    # means over fewer than MIN_BOOTSTRAP_T_UNITS units: Student's t (exact for normal unit means). Appended last:
+    # each scenario's random stream is seeded by its position, so the earlier scenarios keep theirs.
+    for n in (2, 3, 4):
+        add(Scenario("mean: student-t (fewer than 5 units)", f"normal n={n}",
+                     lambda rng, i, n=n: (*_cover(S.mean(rng.normal(0, 1, n), random_state=rng)), 0.0)))
+        add(Scenario("mean: bootstrap-t below 5 units (rejected)", f"normal n={n}",
+                     lambda rng, i, n=n: (*_bootstrap_t_few(rng.normal(0, 1, n), rng), 0.0)))
+
+    def sim_c_few(rng, i):
+        x, c = _clustered_normal(rng, 0.0, 0.3, 3, np.full(3, 5))
+        return (*_cover(S.mean(x, clusters=c, unit="template", random_state=rng)), 0.0)
+
+    add(Scenario("mean: student-t (fewer than 5 units), clusters", "normal 3 clusters x 5 icc=0.3", sim_c_few))
     return out
 
 

@@ -2,7 +2,7 @@
 planted canaries must leak measurably more than the same model untouched.
 
 A seeded Faker corpus of short notes (a generic opener, a person's name and job, an email address or a
-phone number) is split into members and held-out non-members from the same generator; two canaries
+phone number) is split into members and held-out non-members from the same generator; five canaries
 (Carlini et al. 2019) are planted into the members, and the tiny random-weight Llama of ``conftest`` is
 fine-tuned on them until it memorises them (:func:`auditlm.mitigate.finetune.finetune`). Then the three
 suites run through the real runner path (prepare → start_run → execute, the shipped probe files) on both
@@ -77,9 +77,9 @@ def test_fine_tuned_model_leaks_more_than_untouched(tmp_path: Path, tiny_model_d
     members, non_members = notes[:N_MEMBERS], notes[N_MEMBERS:]
     corpus = tmp_path / "members.txt"
     corpus.write_text("\n".join(members) + "\n")
-    planted = plant_canaries(corpus, tmp_path / "planted", n_canaries=2, secret_length=3, repeats=6, seed=3)
+    planted = plant_canaries(corpus, tmp_path / "planted", n_canaries=5, secret_length=3, repeats=6, seed=3)
     training = planted.corpus.read_text().splitlines()
-    assert len(training) == N_MEMBERS + 2 * 6
+    assert len(training) == N_MEMBERS + 5 * 6
     held_out = tmp_path / "held_out.txt"
     held_out.write_text("\n".join(non_members) + "\n")
 
