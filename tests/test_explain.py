@@ -255,9 +255,11 @@ def test_faithfulness_rows_have_n_and_an_interval(tiny, cf_run, cf_explained):
     assert {m.group for m in rows if m.metric == "rank_agreement"} == {
         "feature_ablation~shapley_sampling", "feature_ablation~layer_integrated_gradients",
         "shapley_sampling~layer_integrated_gradients"}
-    for m in rows:  # 3 items: below MIN_ITEMS_FOR_INTERVAL the row says so instead of a bootstrap interval
-        assert m.n == 3 and m.extra["ci"]["method"] and math.isfinite(m.value)
-        assert math.isnan(m.ci_low) and math.isnan(m.ci_high) and "no interval below 5" in m.extra["note"]
+    for m in rows:  # 3 items: stats.mean's Student-t interval (finite; bootstrap-t is unbounded at so few units)
+        assert m.n == 3 and math.isfinite(m.value)
+        if m.metric != "rank_agreement" or math.isfinite(m.ci_low):
+            assert m.extra["ci"]["method"].startswith("student-t") or m.ci_low == m.ci_high
+            assert m.ci_low <= m.value <= m.ci_high and m.ci_high - m.ci_low < 1e6
     from auditlm.explain.faithfulness import _est
 
     five = _est([0.1, 0.4, 0.2, 0.9, 0.5], ("t",), confidence=0.95, seed=0)

@@ -19,7 +19,6 @@ agreement: ``method_pair``, ``"a~b"``).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import defaultdict
 from typing import Any
@@ -36,21 +35,9 @@ from auditlm.metrics import MetricResult, metric_row, stable_seed
 N_RESAMPLES = 2000
 
 
-#: Fewer explained items than this get no interval: the studentized bootstrap of ``stats.mean`` is unbounded
-#: there (resamples repeating one item; intervals like [-5e13, 0.4] were seen at 3 items).
-MIN_ITEMS_FOR_INTERVAL = 5
-
-
-def _guard(est: stats.Estimate) -> stats.Estimate:
-    if est.n_units < MIN_ITEMS_FOR_INTERVAL and not math.isnan(est.low):
-        return dataclasses.replace(est, low=float("nan"), high=float("nan"),
-                                   note=f"{est.n_units} items: no interval below {MIN_ITEMS_FOR_INTERVAL} (explain more items)")
-    return est
-
-
 def _est(values: list[float], parts: tuple[object, ...], *, confidence: float, seed: int) -> stats.Estimate:
-    return _guard(stats.mean(np.asarray(values, dtype=float), confidence=confidence, n_resamples=N_RESAMPLES,
-                             random_state=stable_seed(seed, *parts)))
+    return stats.mean(np.asarray(values, dtype=float), confidence=confidence, n_resamples=N_RESAMPLES,
+                      random_state=stable_seed(seed, *parts))
 
 
 def erasure_scores(problem: Any, attributions: np.ndarray, *, ks: tuple[float, ...], rng: np.random.Generator
@@ -204,9 +191,9 @@ def group_share(explanations: list[Explanation], *, seed: int = 0, confidence: f
         for label in [None, *labels]:
             sel = [x for x in vals if label is None or label in x[0]]
             shares = np.asarray([x[1] for x in sel])
-            est = _guard(stats.mean(shares, clusters=[x[3] for x in sel], unit=unit_name,
-                                    confidence=confidence, n_resamples=N_RESAMPLES, proportions=True,
-                                    random_state=stable_seed(seed, suite, method, gran, label)))
+            est = stats.mean(shares, clusters=[x[3] for x in sel], unit=unit_name, confidence=confidence,
+                             n_resamples=N_RESAMPLES, proportions=True,
+                             random_state=stable_seed(seed, suite, method, gran, label))
             signed = [x[2] for x in sel if x[2] is not None]
             extra = {"method": method, "granularity": gran, "rest": 1.0 - est.value,
                      "unit": "share of |attribution|",
