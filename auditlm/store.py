@@ -313,9 +313,7 @@ class Store:
                 c.execute(f"PRAGMA user_version = {i + 1}")
             c.execute("COMMIT")
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
+            _rollback(c)
             raise
         return salted
 
@@ -425,8 +423,7 @@ class Store:
                 self._key = key
             self.conn.execute("COMMIT")
         except BaseException:
-            if self.conn.in_transaction:
-                self.conn.execute("ROLLBACK")
+            _rollback(self.conn)
             raise
 
     def close(self) -> None:
@@ -527,21 +524,16 @@ class Store:
         c = self.conn
         try:
             self._begin("IMMEDIATE")
-            row = c.execute("SELECT * FROM leases WHERE run_id=?", (run_id,)).fetchone()
-            if row is not None and not _abandoned(row):
-                self.check_lease_free(run_id)
+            _raise_if_held(run_id, c.execute("SELECT * FROM leases WHERE run_id=?", (run_id,)).fetchone())
             now = _now()
             c.execute("INSERT OR REPLACE INTO leases VALUES (?,?,?,?,?,?,?)",
                       (run_id, pid, host, start, token, now, now))
             c.execute("COMMIT")
         except sqlite3.DatabaseError as e:
-            with contextlib.suppress(sqlite3.Error):
-                c.execute("ROLLBACK")
+            _rollback(c)
             raise self._db_error(e) from e
         except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
+            _rollback(c)
             raise
         return token
 
@@ -552,12 +544,7 @@ class Store:
             row = self.conn.execute("SELECT * FROM leases WHERE run_id=?", (run_id,)).fetchone()
         except sqlite3.OperationalError:  # a store of a schema before leases: nobody can hold one
             return
-        if row is not None and not _abandoned(row):
-            host = _identity()[1]
-            where = "" if row["host"] == host else f" on {row['host']}"
-            raise StoreError(
-                f"run {run_id} is being resumed by another process (pid {row['pid']}{where}, last seen "
-                f"{row['heartbeat_at']}); wait for it to finish or stop it, then resume again")
+        _raise_if_held(run_id, row)
 
     def heartbeat(self, run_id: str, token: str) -> None:
         """Refresh the lease; :class:`~auditlm.errors.LeaseLost` when it is no longer this holder's (taken over).
@@ -735,6 +722,25 @@ class Store:
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise StoreError(f"store '{self.path}' is corrupt: explain summary of run {run_id} ({e})") from e
         return out
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if any, never raising (the caller re-raises what went wrong)."""
+    with contextlib.suppress(sqlite3.Error):
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+
+
+def _raise_if_held(run_id: str, row: sqlite3.Row | None) -> None:
+    """The one-line :class:`StoreError` for a lease ``row`` held by another live process (None, or an abandoned
+    lease: nothing)."""
+    if row is None or _abandoned(row):
+        return
+    host = _identity()[1]
+    where = "" if row["host"] == host else f" on {row['host']}"
+    raise StoreError(
+        f"run {run_id} is being resumed by another process (pid {row['pid']}{where}, last seen "
+        f"{row['heartbeat_at']}); wait for it to finish or stop it, then resume again")
 
 
 def _feature_dict(f: Feature) -> dict[str, Any]:
