@@ -478,3 +478,32 @@ def test_heatmap_draws_each_piece_of_a_multi_piece_feature_and_rest_around_the_g
     spans = re.findall(r'data-attribution="([^"]*)">([^<]*)</span>', page)
     assert spans == [("2.0", "He"), ("-1.0", "said"), ("2.0", "he"), ("-1.0", "would come")]
     assert re.sub(r"<[^>]+>", "", page) == text  # every character once, none repeated or lost
+
+
+def test_redacted_pii_run_is_explained_on_the_prompt_the_model_read_and_shown_redacted(tiny, tmp_path):
+    from auditlm.explain.methods import raw_inputs
+    from auditlm.explain.targets import pii_emission_problem, redaction_map
+    from auditlm.runner import RunConfig
+
+    spec, recs = _run(tmp_path / "s.db", tiny, "privacy.pii_emission", 8)
+    raw = raw_inputs(spec, RunConfig(model="tiny", suites=[spec.id], limit=8))
+    held = [r for r in recs if "<" in r.input["prompt"] and r.item_id in raw]
+    assert held, "no stored prompt held PII (the copy-style prompts do)"
+    for rec in held[:2]:
+        raw_prompt = raw[rec.item_id]["prompt"]
+        assert raw_prompt != rec.input["prompt"]
+        p = build_problem(tiny, spec, rec, raw_input=raw[rec.item_id])
+        assert p.text == rec.input["prompt"] and "could not be regenerated" not in (p.note or "")
+        red = [f for f in p.features if f.kind == "redacted"]
+        assert red and all(re.fullmatch(r"<[A-Z_]+>", f.text) for f in red)
+        assert all(p.text[f.start:f.end] == f.text for f in p.features)
+        # the same quantity as explaining the raw prompt directly (what a --store-raw run explains) ...
+        direct = pii_emission_problem(tiny, spec, rec.item_id, dict(rec.input, prompt=raw_prompt), rec.output)
+        assert p.value == pytest.approx(direct.value, abs=1e-9)
+        # ... and not the one of the placeholder prompt the model never read
+        stored = build_problem(tiny, spec, rec)
+        assert abs(stored.value - p.value) > 1e-6 and "did not read" in (stored.note or "")
+        values = [raw_prompt[a:b] for a, b, _, _ in redaction_map(raw_prompt, rec.input["prompt"])]
+        assert values and not any(v in f.text for v in values for f in p.features)  # no raw value is shown
+        (fa,) = explain_items(tiny, spec, [rec], ["feature_ablation"], raw=raw)
+        assert [f.text for f in fa.features] == [f.text for f in p.features] and fa.text == rec.input["prompt"]

@@ -105,13 +105,15 @@ def explain(
         for p in plans:
             records = p.records if p.top is None else methods_mod.select_top(p.spec, p.records, p.top)
             n_terms = sum(len(methods_mod.group_terms(p.spec, r)) for r in records) if each_group else len(records)
+            raw = methods_mod.raw_inputs(p.spec, cfg) if p.spec.kind == "pii_emission" else {}
+            kw = {"raw": raw} if raw else {}
             exps = methods_mod.explain_items(target, p.spec, records, methods, seed=seed, granularity=features,
-                                             each_group=each_group,
+                                             each_group=each_group, **kw,
                                              progress=_progress_factory(progress)(f"explain {p.spec.id}",
                                                                                   n_terms * len(methods)))
             explanations.extend(exps)
             if with_faithfulness:
-                faith.extend(faith_mod.faithfulness(target, p.spec, records, exps, seed=seed))
+                faith.extend(faith_mod.faithfulness(target, p.spec, records, exps, seed=seed, **kw))
     shares = faith_mod.group_share(explanations, seed=seed)
 
     with _open_store(store, must_exist=True) as st:  # the writer: upgrades an older store to schema 6 here

@@ -69,10 +69,12 @@ def erasure_scores(problem: Any, attributions: np.ndarray, *, ks: tuple[float, .
 
 
 def faithfulness(target: Any, spec: Any, records: list[Any], explanations: list[Explanation], *, seed: int = 0,
-                 ks: tuple[float, ...] = (0.1, 0.2, 0.5), confidence: float = 0.95) -> list[MetricResult]:
+                 ks: tuple[float, ...] = (0.1, 0.2, 0.5), confidence: float = 0.95,
+                 raw: dict[str, dict[str, Any]] | None = None) -> list[MetricResult]:
     """ERASER faithfulness per method, rank agreement between methods and LIG's mean |delta| (module docstring).
 
-    ``explanations`` are those of ``records`` (matched by item id; others are ignored) on ``target``.
+    ``explanations`` are those of ``records`` (matched by item id; others are ignored) on ``target``; ``raw`` as
+    for :func:`~auditlm.explain.methods.explain_items` (the same problems are rebuilt).
     """
     by_id = {r.item_id: r for r in records}
     exps = [e for e in explanations if e.suite == spec.id and e.item_id in by_id]
@@ -82,7 +84,8 @@ def faithfulness(target: Any, spec: Any, records: list[Any], explanations: list[
         key = (e.item_id, explained_term(e) or "", e.granularity)
         if key not in problems:
             problems[key] = build_problem(target, spec, by_id[e.item_id], seed=e.seed,
-                                          group_term=explained_term(e), granularity=e.granularity)
+                                          group_term=explained_term(e), granularity=e.granularity,
+                                          raw_input=(raw or {}).get(e.item_id))
         p = problems[key]
         if p.n_features == 0 or len(e.features) != p.n_features:
             continue

@@ -134,10 +134,12 @@ def group_terms(spec: Any, rec: Any) -> list[str]:
 
 
 def build_problem(target: Any, spec: Any, rec: Any, *, seed: int = 0, group_term: str | None = None,
-                  granularity: str = "token") -> Problem:
+                  granularity: str = "token", raw_input: dict[str, Any] | None = None) -> Problem:
     """The :class:`Problem` of one stored item (for counterfactual templates, of ``group_term``, default the
     term with the largest |relative negativity|; for counterfactual generation, of the generation for
-    ``group_term``, default the most negative one), with token or template features (``granularity``)."""
+    ``group_term``, default the most negative one), with token or template features (``granularity``).
+    ``raw_input``: a PII item as the run generated it before redaction (:func:`raw_inputs`), so that a redacted
+    run is explained on the prompt the model read."""
     _check_kind(spec)
     if granularity not in GRANULARITIES:
         raise SuiteSpecError(f"unknown feature granularity {granularity!r} (valid: {choices(GRANULARITIES)})")
@@ -181,7 +183,8 @@ def build_problem(target: Any, spec: Any, rec: Any, *, seed: int = 0, group_term
                                          "identity": str(item.get("identity", ""))},
                                   group_spans=_group_spans(str(item["prompt"]), str(item.get("identity", ""))))
     else:
-        prob = pii_emission_problem(target, spec, rec.item_id, item, rec.output, seed=seed)
+        raw = str(raw_input["prompt"]) if raw_input and "prompt" in raw_input else None
+        prob = pii_emission_problem(target, spec, rec.item_id, item, rec.output, seed=seed, raw_prompt=raw)
     unit = item.get("template_id")
     if unit is not None:
         prob.group.setdefault("unit", str(unit))
@@ -241,7 +244,7 @@ def explained_term(e: Explanation) -> str | None:
 def explain_items(target: Any, spec: Any, records: list[Any], methods: list[str], *, seed: int = 0,
                   progress: Callable[[int], None] | None = None, n_samples: int = 25, ig_steps: int = 32,
                   perturbations_per_eval: int = 16, granularity: str = "token",
-                  each_group: bool = False) -> list[Explanation]:
+                  each_group: bool = False, raw: dict[str, dict[str, Any]] | None = None) -> list[Explanation]:
     """Explain each stored item by each method, item by item (``progress(1)`` after each explanation).
 
     The target (an :class:`~auditlm.targets.hf.HFTarget`) is the run's model; see
@@ -249,6 +252,7 @@ def explain_items(target: Any, spec: Any, records: list[Any], methods: list[str]
     Counterfactual items are explained for their most extreme group term (templates: largest |relative
     negativity|; generation: most negative generation), or with ``each_group`` once per group term of the item
     (:func:`group_terms`; the per-group view). ``granularity``: token or template features (:data:`GRANULARITIES`).
+    ``raw``: item id → the item as generated before redaction (:func:`raw_inputs`).
     """
     _check_kind(spec)
     for m in methods:
@@ -260,7 +264,8 @@ def explain_items(target: Any, spec: Any, records: list[Any], methods: list[str]
     for rec in records:
         terms = group_terms(spec, rec) if each_group else [""]
         for term in terms:
-            problem = build_problem(target, spec, rec, seed=seed, group_term=term or None, granularity=granularity)
+            problem = build_problem(target, spec, rec, seed=seed, group_term=term or None, granularity=granularity,
+                                    raw_input=(raw or {}).get(rec.item_id))
             for m in methods:
                 t0 = time.perf_counter()
                 attr, delta = attribute(problem, m, seed=seed, n_samples=n_samples, ig_steps=ig_steps,
@@ -271,3 +276,22 @@ def explain_items(target: Any, spec: Any, records: list[Any], methods: list[str]
                 if progress:
                     progress(1)
     return out
+
+
+def raw_inputs(spec: Any, config: Any) -> dict[str, dict[str, Any]]:
+    """Item id → the item as ``config``'s run generated it, for suites that build their items from the probe file
+    (``privacy.pii_emission``'s templates and fictitious people): a redacted run stores placeholders where the
+    prompt held PII, and this recovers the prompt the model read — from the probe file, not from the store. Empty
+    for a suite read from data files, for a ``--store-raw`` run (nothing was redacted) and when the items cannot be
+    regenerated. Each regenerated prompt is checked against the stored one before it is used
+    (:func:`~auditlm.explain.targets.redaction_map`)."""
+    if spec.kind != "pii_emission" or getattr(config, "store_raw", False) or spec.data.templates is None:
+        return {}
+    from auditlm.suites.datasets import read_suite_data
+
+    try:
+        items = read_suite_data(spec, None, inputs=getattr(config, "inputs", None) or {},
+                                seed=getattr(config, "seed", 0)).items
+    except Exception:  # the probe file changed beyond regeneration: explain the stored prompts (noted per item)
+        return {}
+    return {str(it["id"]): it for it in items}

@@ -514,22 +514,79 @@ def pii_target_span(output: dict[str, Any]) -> tuple[str, str, tuple[int, int] |
     return "sequence_logprob", text, None, None
 
 
+def redaction_map(raw: str, redacted: str) -> list[tuple[int, int, int, int]] | None:
+    """The redacted spans of ``raw``: ``(raw_start, raw_end, red_start, red_end)`` for each value that
+    ``redacted`` shows as a ``<ENTITY_TYPE>`` placeholder, or None when ``redacted`` is not ``raw`` with
+    placeholders put in (another text: the item was not regenerated as the run made it)."""
+    holders = list(_PLACEHOLDER.finditer(redacted))
+    if not holders:
+        return None
+    pattern, pos = [], 0
+    for h in holders:
+        pattern.append(re.escape(redacted[pos : h.start()]))
+        pattern.append("(.+?)")
+        pos = h.end()
+    pattern.append(re.escape(redacted[pos:]))
+    m = re.fullmatch("".join(pattern), raw, flags=re.DOTALL)
+    if m is None:
+        return None
+    return [(m.start(k + 1), m.end(k + 1), h.start(), h.end()) for k, h in enumerate(holders)]
+
+
 def pii_emission_problem(target: Any, spec: Any, item_id: str, item: dict[str, Any], output: dict[str, Any],
-                         seed: int = 0) -> Problem:
+                         seed: int = 0, raw_prompt: str | None = None) -> Problem:
     """PII emission: log p of the leaked span (or of the generation, see :func:`pii_target_span`) given the prompt,
-    attributed to the prompt's tokens (chat-template tokens are fixed). The prompt is the stored one (redacted
-    where it held PII, unless the run was ``--store-raw``)."""
+    attributed to the prompt's tokens (chat-template tokens are fixed).
+
+    In a redacted run the stored prompt has ``<ENTITY_TYPE>`` placeholders where it held PII, but the model
+    read the values. Given ``raw_prompt`` — the item's prompt regenerated from the probe file, checked to be the
+    stored prompt with placeholders put in (:func:`redaction_map`) — the model is run on ``raw_prompt``, every
+    redacted value's tokens form one feature (kind ``redacted``), and every feature's span and text are mapped
+    onto the stored (redacted) prompt: what is explained is what the model saw, and what is shown stays
+    redacted. Without it (or when the check fails) the stored prompt is explained and the note says so."""
     _check_target(target)
     kind, cont_text, span, note = pii_target_span(output)
-    return _prompt_problem(target, spec, item_id, str(item["prompt"]), cont_text, span, kind, note,
-                           {"category": str(item.get("category", "all"))}, ())
+    group = {"category": str(item.get("category", "all"))}
+    stored = str(item["prompt"])
+    spans = redaction_map(raw_prompt, stored) if raw_prompt is not None and raw_prompt != stored else None
+    if not spans:
+        if output.get("redacted") and _PLACEHOLDER.search(stored):
+            extra = "the stored prompt is redacted and its raw form could not be regenerated: explained is the " \
+                    "prompt with placeholders, which the model did not read"
+            note = f"{note}; {extra}" if note else extra
+        return _prompt_problem(target, spec, item_id, stored, cont_text, span, kind, note, group, ())
+    prob = _prompt_problem(target, spec, item_id, str(raw_prompt), cont_text, span, kind, note, group, (),
+                           merge_spans=[(a, b) for a, b, _, _ in spans])
+
+    def to_stored(x: int, end: bool) -> int:
+        """A raw-prompt offset (a span's start, or its end) → the stored prompt's: inside a redacted value, the
+        placeholder's start (end); elsewhere shifted by the length change of the placeholders before it."""
+        shift = 0
+        for a, b, c, d in spans:
+            if x < a or (end and x == a):
+                break
+            if (not end and x < b) or (end and x <= b):
+                return d if end else c
+            shift = d - b
+        return x + shift
+
+    feats = []
+    for f in prob.features:
+        lo, hi = to_stored(f.start, False), to_stored(f.end, True)
+        feats.append(FeatureSpec(stored[lo:hi], lo, hi, f.kind))
+    prob.features = feats
+    prob.text = stored
+    return prob
 
 
 def _prompt_problem(target: Any, spec: Any, item_id: str, prompt: str, cont_text: str,
                     span: tuple[int, int] | None, kind: str, note: str | None, group: dict[str, str],
-                    group_spans: Sequence[tuple[int, int]]) -> Problem:
+                    group_spans: Sequence[tuple[int, int]],
+                    merge_spans: Sequence[tuple[int, int]] = ()) -> Problem:
     """log p(``cont_text`` (its ``span`` only, when given) | the prompt as the suite sent it: through the chat
-    template when the suite asks for one), attributed to the prompt's tokens; template tokens are fixed."""
+    template when the suite asks for one), attributed to the prompt's tokens; template tokens are fixed. The
+    tokens overlapping ``group_spans`` form ``group_term``; those overlapping one of ``merge_spans`` form one
+    ``redacted`` feature per span."""
     _check_target(target)
     tok = target.tokenizer
     params = spec.generation.params(0) if spec.generation is not None else None
@@ -551,6 +608,7 @@ def _prompt_problem(target: Any, spec: Any, item_id: str, prompt: str, cont_text
     features: list[FeatureSpec] = []
     slot_ids, slot_feat, slot_base = [], [], []
     group_feat: int | None = None
+    merged: dict[int, int] = {}
     for t, (a, b) in zip(ids, offs, strict=True):
         a0, b = int(a), int(b)
         a = a0
@@ -559,7 +617,17 @@ def _prompt_problem(target: Any, spec: Any, item_id: str, prompt: str, cont_text
         a = a if a < b else a0
         if p0 >= 0 and b > a and a >= p0 and b <= p0 + len(prompt):
             lo, hi = a - p0, b - p0
-            if any(lo < gb and hi > ga for ga, gb in group_spans):
+            m = next((k for k, (ma, mb) in enumerate(merge_spans) if lo < mb and hi > ma), None)
+            if m is not None:
+                if m not in merged:
+                    merged[m] = len(features)
+                    features.append(FeatureSpec(prompt[lo:hi], lo, hi, "redacted"))
+                else:
+                    f = features[merged[m]]
+                    features[merged[m]] = FeatureSpec(prompt[min(f.start, lo):max(f.end, hi)], min(f.start, lo),
+                                                      max(f.end, hi), "redacted")
+                slot_feat.append(merged[m])
+            elif any(lo < gb and hi > ga for ga, gb in group_spans):
                 if group_feat is None:
                     group_feat = len(features)
                     features.append(_merged(prompt, None, lo, hi, "group_term"))
