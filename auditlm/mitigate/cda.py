@@ -476,9 +476,9 @@ def load_spacy() -> Any:
 class CounterfactualSwapper:
     """Swaps one axis's terms in sentences by a fixed group permutation (see the module docstring).
 
-    ``nlp`` is a loaded spaCy pipeline with a ``tagger`` (and ``ner`` for ``names`` other than ``keep`` or for
-    ``protect_entities``);
-    by default :func:`load_spacy`, loaded on first need. :attr:`n_tagged` counts the sentences sent to spaCy.
+    ``nlp`` is a loaded spaCy pipeline with a ``tagger`` and ``parser`` (and ``ner`` for ``names`` other than
+    ``keep`` or for ``protect_entities``); by default :func:`load_spacy`, loaded on first need. Only the
+    components needed are enabled. :attr:`n_tagged` counts the sentences sent to spaCy.
     """
 
     def __init__(
