@@ -7,6 +7,7 @@ data-side mitigations (scrubbing, counterfactual augmentation) reuse on their tr
 
 from __future__ import annotations
 
+from auditlm.mitigate.cda import augment as augment
 from auditlm.mitigate.finetune import finetune
 
 __all__ = ["finetune"]
