@@ -29,6 +29,7 @@ _MODULES = (
     "auditlm.scorers.training_data_leakage",
     "auditlm.scorers.canary_exposure",
     "auditlm.scorers.membership_inference",
+    "auditlm.scorers.utility",
 )
 
 
