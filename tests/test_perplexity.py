@@ -255,6 +255,24 @@ def test_short_windows_score_every_token_once(tiny_target, tiny_model_dir):
     assert scored.score["ll"] == pytest.approx(first_ll + sum(x for x, _ in direct), abs=1e-3)
 
 
+def test_one_window_matches_lm_evals_loglikelihood_rolling(tiny_target, tiny_model_dir):
+    """Against lm-evaluation-harness's own HFLM.loglikelihood_rolling (the test extra) on the tiny model: a document
+    within the context is one window in both. The tiny tokenizer adds ``<s>``: lm-eval 0.4.13 with ``add_bos_token``
+    unset encodes the document with it and so also scores that ``<s>`` after its prefix token; auditlm scores the
+    text's own tokens, as lm-eval does with ``add_bos_token=False`` (SmolLM2's tokenizer adds none: no difference)."""
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=str(tiny_model_dir), max_length=tiny_target.max_length, batch_size=1, device="cpu",
+              dtype="float32", add_bos_token=False)
+    for text in (ARTICLES[0][1], LONG):
+        reqs = _windows(tiny_target, text, None)
+        ours = sum(r.logprob for r in tiny_target.loglikelihood([(r.context, r.continuation) for r in reqs]))
+        [theirs] = lm.loglikelihood_rolling([Instance("loglikelihood_rolling", {}, (text,), 0)], disable_tqdm=True)
+        assert len(reqs) == 1 and ours == pytest.approx(theirs, abs=1e-4)
+
+
 # ------------------------------------------------------------------------------------------- the suite
 
 
