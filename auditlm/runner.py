@@ -220,7 +220,8 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
     """
     t0 = time.perf_counter()
     ctx = ScoreContext(store_raw=config.store_raw, key=store.hash_key, has_reference=reference is not None,
-                       confidence=config.confidence, split_first_token=getattr(target, "split_first_token", None))
+                       confidence=config.confidence, split_first_token=getattr(target, "split_first_token", None),
+                       count_tokens=getattr(target, "count_tokens", None), max_length=_max_length(target))
     targets = {"main": target} | ({"reference": reference} if reference is not None else {})
     try:
         token = store.acquire_lease(run_id)
@@ -243,6 +244,12 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
         _stop(store, run_id, e, token)
         raise
     return result
+
+
+def _max_length(target: Target) -> int | None:
+    """The target's context length in tokens, when it says (a Hugging Face model does; the fake target does not)."""
+    n = getattr(target, "max_length", None)
+    return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
 
 
 def _signum(e: BaseException) -> int:

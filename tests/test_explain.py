@@ -119,8 +119,9 @@ def test_kinds_cover_the_brief():
 
     kinds = {s.spec.kind for s in discover().values()}
     # every bias or PII suite that scores a preference or a generation is explainable; the rest say why not
+    # (perplexity is a utility suite: a document's rolling log-likelihood, no preference or generation)
     assert kinds - brief == {"pii_detector_eval", "canary_exposure", "membership_inference",
-                             "training_data_leakage"}
+                             "training_data_leakage", "perplexity"}
 
 
 @pytest.mark.parametrize("method", METHODS)

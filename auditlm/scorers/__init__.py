@@ -8,7 +8,7 @@ against this registry, so there is no second list to keep in sync.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -29,6 +29,7 @@ _MODULES = (
     "auditlm.scorers.training_data_leakage",
     "auditlm.scorers.canary_exposure",
     "auditlm.scorers.membership_inference",
+    "auditlm.scorers.utility",
 )
 
 
@@ -67,8 +68,8 @@ Output = LoglikelihoodResult | str
 class ScoreContext:
     """Run-level settings a scorer may need: whether raw PII may be stored, the store's hash key, the run's
     confidence level, the benchmark data folder (``--data-dir`` / ``AUDITLM_DATA``) for files a scorer reads
-    itself, and the main target's ``split_first_token`` (see :class:`~auditlm.targets.base.Target`) when it has
-    one.
+    itself, and the main target's ``split_first_token``, ``count_tokens`` and ``max_length`` (see
+    :class:`~auditlm.targets.base.Target`) when it has them.
 
     ``key`` returns the store's HMAC key (:meth:`auditlm.store.Store.hash_key`); it is called only when a
     scorer hashes, so a run that hashes nothing never needs the key file.
@@ -82,6 +83,10 @@ class ScoreContext:
     data_dir: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     split_first_token: Callable[[str], tuple[str, str]] | None = None
+    #: ``count_tokens(texts)``: how many tokens the main target's tokenizer makes of each text (no special tokens).
+    count_tokens: Callable[[Sequence[str]], list[int]] | None = None
+    #: The main target's context length in tokens (lm-evaluation-harness's ``max_length``).
+    max_length: int | None = None
 
     def hash(self, value: str, entity_type: str) -> str:
         """:func:`~auditlm.privacy.pii.keyed_hash` of a PII value under the store's key."""

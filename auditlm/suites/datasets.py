@@ -50,6 +50,7 @@ _READER_MODULES = (
     "auditlm.suites.bold",
     "auditlm.suites.honest",
     "auditlm.suites.corpus",
+    "auditlm.suites.wikitext",
 )
 
 

@@ -184,7 +184,7 @@ class SuiteSpec(_Strict):
     description: str = Field(min_length=10)
     citation: str = Field(min_length=10)
     kind: str
-    family: Literal["bias", "privacy"]
+    family: Literal["bias", "privacy", "utility"]
     default: bool = False
     data: DataSpec
     group_fields: list[str] = Field(default_factory=list)

@@ -65,6 +65,8 @@ class Target(Protocol):
     A target that has a tokenizer may also offer ``split_first_token(text) -> (head, rest)``: ``head`` is the
     text of ``text``'s first token as the tokenizer encodes it (no special tokens), ``head + rest == text``.
     Scorers that score a sentence token by token read it from :class:`~auditlm.scorers.ScoreContext`.
+    It may also offer ``count_tokens(texts) -> list[int]`` (the number of tokens of each text, no special tokens)
+    and an integer ``max_length`` (its context length), which the perplexity scorer sizes its windows with.
     """
 
     #: A short, human-readable model spec (what the user asked for).

@@ -387,6 +387,12 @@ class HFTarget:
                 return head, text[len(head) :]
         return text, ""
 
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        """The number of tokens of each text, encoded without special tokens."""
+        if not texts:
+            return []
+        return [len(ids) for ids in self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
     def _encode_request(self, context: str, continuation: str) -> _Encoded:
         if context == "":
             cont = self._tok_encode(continuation, add_special_tokens=False)
