@@ -67,6 +67,7 @@ deliberately leaves out.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -77,6 +78,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from auditlm.errors import AuditError, DataError, choices
+from auditlm.suites.wikitext import split_wikitext_documents, wikitext_detokenize
 
 #: Version of the shipped word lists; every ``wordlists/*.yaml`` carries the same ``version``. Bump both
 #: whenever a list changes, so an augmented corpus can say which lists made it.
@@ -688,72 +690,18 @@ def read_text_lines(paths: str | Path | Iterable[str | Path], *, skip_blank: boo
 # WikiText's tokenisation, undone in the order lm-evaluation-harness's ``wikitext`` task undoes it
 # (lm_eval/tasks/wikitext/preprocess_wikitext.py, ``wikitext_detokenizer``), so that text prepared here
 # matches what that task scores. Plain substitutions first, then bracket/quote tightening, then headings.
-_WT_PLAIN: tuple[tuple[str, str], ...] = (
-    ("s '", "s'"),
-    (" @-@ ", "-"),
-    (" @,@ ", ","),
-    (" @.@ ", "."),
-    (" : ", ": "),
-    (" ; ", "; "),
-    (" . ", ". "),
-    (" ! ", "! "),
-    (" ? ", "? "),
-    (" , ", ", "),
-)
-_WT_BRACKETS: tuple[tuple[str, str], ...] = (("(", ")"), ("[", "]"), ("{", "}"), ('"', '"'), ("'", "'"))
-_WT_TAIL: tuple[tuple[str, str], ...] = (
-    ("= = = =", "===="),
-    ("= = =", "==="),
-    ("= =", "=="),
-    (" \u00b0 ", "\u00b0"),
-    (" \n", "\n"),
-    ("\n ", "\n"),
-    (" N ", " 1 "),
-    (" 's", "'s"),
-)
-_WT_BRACKET_RES = tuple(
-    (re.compile(re.escape(o) + r"\s*([^" + re.escape(c) + r"]*?)\s*" + re.escape(c)), o + r"\1" + c)
-    for o, c in _WT_BRACKETS
-)
-
-
-def wikitext_detokenize(text: str) -> str:
-    """Undo WikiText's tokenisation (``@-@``, ``@,@``, ``@.@``, spaced punctuation, brackets and headings).
-
-    The same steps, in the same order, as lm-evaluation-harness's ``wikitext_detokenizer``; the one step
-    left out is its ``/' [0-9]/`` substitution, which only matches that literal slash-delimited text.
-    Apply it to a whole document (quotes pair up across lines, as in the harness's document-level data).
-    """
-    for old, new in _WT_PLAIN:
-        text = text.replace(old, new)
-    for rx, repl in _WT_BRACKET_RES:
-        text = rx.sub(repl, text)
-    for old, new in _WT_TAIL:
-        text = text.replace(old, new)
-    return text
-
-
-_WT_TITLE = re.compile(r"^ = [^=].* = $")
-
-
 def wikitext_documents(path: str | Path, *, max_lines: int | None = None) -> list[str]:
-    """Detokenised WikiText articles from a raw WikiText file (``wiki.valid.tokens`` style).
-
-    An article starts at each top-level heading line (`` = Title = ``), as in the harness's
-    document-level WikiText; ``max_lines`` reads only the file's first lines.
-    """
+    """Detokenised WikiText articles from a raw WikiText file (``wiki.valid.tokens`` style), cut and detokenised
+    by the ``wikitext`` reader's functions (:func:`auditlm.suites.wikitext.split_wikitext_documents`,
+    :func:`~auditlm.suites.wikitext.wikitext_detokenize`: as lm-evaluation-harness's ``wikitext`` task);
+    ``max_lines`` reads only the file's first lines."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"WikiText file {path} does not exist or is not a file")
-    docs: list[list[str]] = []
     with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh):
-            if max_lines is not None and n >= max_lines:
-                break
-            if _WT_TITLE.match(line.rstrip("\n")) or not docs:
-                docs.append([])
-            docs[-1].append(line)
-    return [wikitext_detokenize("".join(d)) for d in docs if "".join(d).strip()]
+        lines = list(itertools.islice(fh, max_lines)) if max_lines is not None else fh.readlines()
+    text = "".join(lines)
+    return [wikitext_detokenize(d) for d in split_wikitext_documents(text) if d.strip()]
 
 
 # Words after which a full stop does not end a sentence.
