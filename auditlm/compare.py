@@ -34,6 +34,7 @@ when nothing changed; that is the honest answer, not a bug.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Sequence
@@ -324,10 +325,13 @@ def compare_runs(store: Store, run_a: str, run_b: str, *, suites: Sequence[str] 
     if not shared_suites:
         raise StoreError(f"runs {run_a} and {run_b} share no suite (A: {choices(sa)}; B: {choices(sb)})")
     if suites:
+        wanted: set[str] = set()
         for s in suites:
-            if s not in shared_suites:
+            hits = [x for x in shared_suites if x == s or x.startswith(s + ".")]  # an id or a family (bias)
+            if not hits:
                 raise SuiteSpecError(f"--suite '{s}' is not a suite both runs have (valid: {choices(shared_suites)})")
-        chosen = [s for s in shared_suites if s in set(suites)]
+            wanted.update(hits)
+        chosen = [s for s in shared_suites if s in wanted]
     else:
         chosen = shared_suites
     only_a = [s for s in sa if s not in sb]
@@ -420,8 +424,6 @@ def _is_item_field(store: Store, run_id: str, suite: str, name: str) -> bool:
     row = store.conn.execute("SELECT input FROM items WHERE run_id=? AND suite_id=? LIMIT 1", (run_id, suite)).fetchone()
     if row is None:
         return False
-    import json
-
     return name in json.loads(row[0])
 
 
@@ -583,9 +585,13 @@ def _gate(g: RegressionGate, m: MetricComparison, confidence: float, n_resamples
     if n_units < 2:
         return result(worsening, float("nan"), "paired percentile cluster bootstrap", n_units,
                       "one unit: no bound")
-    idx = rng.integers(0, n_units, size=(n_resamples, n_units))
-    cnt = m_[idx].sum(axis=1)
-    reps = np.abs(sy[idx].sum(axis=1) / cnt - ideal) - np.abs(sx[idx].sum(axis=1) / cnt - ideal)
+    parts, chunk, done = [], max(1, 4_000_000 // n_units), 0
+    while done < n_resamples:  # chunks of at most ~4M indices
+        idx = rng.integers(0, n_units, size=(min(chunk, n_resamples - done), n_units))
+        cnt = m_[idx].sum(axis=1)
+        parts.append(np.abs(sy[idx].sum(axis=1) / cnt - ideal) - np.abs(sx[idx].sum(axis=1) / cnt - ideal))
+        done += idx.shape[0]
+    reps = np.concatenate(parts)
     expanded = stats.expanded_confidence(1 - 2 * alpha, n_units)
     upper = float(np.quantile(reps, 1 - (1 - expanded) / 2))
     note = "every resample gives the same worsening: the bound is degenerate" if np.ptp(reps) == 0 else None

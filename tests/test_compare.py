@@ -446,6 +446,8 @@ def test_cli_exit_codes_and_json_schema(suites, tmp_path: Path, capsys):
                       (f"{CROWS}.nope:0.1", "valid:"), (f"{CROWS}.likelihood_diff:0.1", "no ideal")):
         rc, _, err = _cli([*base, "--fail-on-regression", bad], capsys)
         assert rc == 2 and what in err and len(err.strip().splitlines()) == 1
+    rc, out, _ = _cli([*base, "--suite", "bias", "--json"], capsys)  # a family selects its suites
+    assert rc == 0 and {m["suite"] for m in json.loads(out)["metrics"]} == {CROWS}
     rc, _, err = _cli([*base, "--suite", "bias.bbq"], capsys)
     assert rc == 2 and "valid: bias.crows_pairs" in err
     rc, _, err = _cli(["compare", "A", "B", "--store", str(tmp_path / "none.sqlite")], capsys)
