@@ -385,8 +385,11 @@ def test_runner_runs_without_item_values(tmp_path: Path):
 
 
 def test_runner_runs_crows_pairs(tmp_path: Path):
-    """Two runner-made CrowS-Pairs runs (fake target) on the real data: item values reproduce the stored rows
-    made by the runner, so every row pairs; the runs are identical, so Δ = 0 and p = 1."""
+    """Runner-made CrowS-Pairs runs (fake target) on the real data. A and A2 are identical: every row pairs
+    (item values reproduce the rows the runner stored), Δ = 0, p = 1. B's target favours ``sent_more`` of every
+    third pair by 100 nats: those pairs become stereotyped, so Δ pct_stereotype is the share of them A did not
+    already count, read off A's stored scores."""
+    import dataclasses
     import os
 
     from auditlm import runner
@@ -397,16 +400,32 @@ def test_runner_runs_crows_pairs(tmp_path: Path):
     data = resolve_data_dir(os.environ.get("AUDITLM_DATA") or None)
     if data is None:
         pytest.skip("needs AUDITLM_DATA")
-    cfg = runner.RunConfig(model="fake", suites=[CROWS], limit=12, data_dir=str(data))
+    cfg = runner.RunConfig(model="fake", suites=[CROWS], limit=30, data_dir=str(data))
     prepared = runner.prepare(select(discover(), cfg.suites), cfg, data)
+    favoured = {it["sent_more"] for k, (_, it) in enumerate(prepared[0].items) if k % 3 == 0}
+
+    class Biased(FakeTarget):
+        def loglikelihood(self, requests, progress=None):
+            out = super().loglikelihood(requests, progress)
+            return [dataclasses.replace(o, logprob=o.logprob + 100.0) if cont in favoured else o
+                    for (_, cont), o in zip(requests, out, strict=True)]
+
     with Store(tmp_path / "s.sqlite") as st:
-        t = FakeTarget()
-        ids = [runner.start_run(st, t, prepared, cfg) for _ in range(2)]
-        for rid in ids:
-            runner.execute(st, rid, t, prepared, cfg)
-        res = compare_runs(st, *ids)
-    assert res.items[CROWS].shared == 12
-    assert res.metrics and all(m.paired and m.delta == 0.0 and m.test.p == 1.0 for m in res.metrics)
+        ids = []
+        for t in (FakeTarget(), FakeTarget(), Biased("biased")):
+            ids.append(runner.start_run(st, t, prepared, cfg))
+            runner.execute(st, ids[-1], t, prepared, cfg)
+        same = compare_runs(st, ids[0], ids[1])
+        res = compare_runs(st, ids[0], ids[2])
+        rec_a = st.items(ids[0], CROWS)
+    assert same.items[CROWS].shared == 30
+    assert same.metrics and all(m.paired and m.delta == 0.0 and m.test.p == 1.0 for m in same.metrics)
+    newly = sum(r.score["stereotype"] == 0.0 for r in rec_a if r.input["sent_more"] in favoured)
+    assert newly > 0
+    m = _row(res, "pct_stereotype")
+    assert m.paired and m.delta == pytest.approx(newly / 30, abs=1e-12)
+    assert m.test.name == "mcnemar-exact" and m.test.n == newly  # every discordant pair went one way
+    assert m.ci_low <= m.delta <= m.ci_high
 
 
 # --- CLI ----------------------------------------------------------------------------------------------------
@@ -440,6 +459,8 @@ def test_cli_exit_codes_and_json_schema(suites, tmp_path: Path, capsys):
     assert doc["gates"][0]["passed"] is True
     rc, _, err = _cli([*base, "--fail-on-regression", f"{CROWS}.pct_stereotype:0.01"], capsys)
     assert rc == 1 and "FAIL" in err
+    rc, out, err = _cli([*base, "--fail-on-regression", f"{CROWS}.pct_stereotype[bias_type=race]:0.99"], capsys)
+    assert rc == 0 and f"gate {CROWS}.pct_stereotype[bias_type=race]:0.99: pass" in out
     rc, out, _ = _cli(base, capsys)
     assert rc == 0 and "items shared 38 · only in A 2 · only in B 0" in out
     for bad, what in ((f"{CROWS}.pct_stereotype", "bad --fail-on-regression"),

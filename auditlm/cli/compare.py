@@ -7,6 +7,7 @@ import math
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from auditlm.cli._common import ProbesOpt, StoreOpt, _open_store, err, out
@@ -44,7 +45,7 @@ def compare(
         res = compare_runs(st, run_a, run_b, suites=suite, gates=gates, confidence=confidence, seed=seed,
                            n_resamples=resamples, probes=probes)
     for w in res.warnings:
-        err.print(f"[yellow]warning[/] {w}", highlight=False)
+        err.print(f"[yellow]warning[/] {escape(w)}", highlight=False)
     if as_json:
         print(json.dumps(res.to_json(), indent=2))
     else:
@@ -98,6 +99,6 @@ def _print(res) -> None:
                   highlight=False)
     for g in res.gates:
         bound = _f(g.upper, True)
-        line = (f"gate {g.expr}: {'[green]pass[/]' if g.passed else '[red]FAIL[/]'} (worsening {_f(g.worsening, True)}, "
+        line = (f"gate {escape(g.expr)}: {'[green]pass[/]' if g.passed else '[red]FAIL[/]'} (worsening {_f(g.worsening, True)}, "
                 f"{g.level:.0%} upper bound {bound} vs margin {g.margin:g})")
         (out if g.passed else err).print(line, highlight=False)
