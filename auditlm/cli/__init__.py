@@ -30,6 +30,7 @@ try:  # typer >= 0.22 vendors click
 except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import NoSuchOption, UsageError
 
+from auditlm.cli.compare import compare
 from auditlm.cli.explain import explain
 from auditlm.cli.models import models_app
 from auditlm.cli.privacy import privacy_app
@@ -42,6 +43,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Audit language models for social bias and privacy leakage.")
 app.command()(run)
 app.command()(explain)
+app.command()(compare)
 app.add_typer(runs_app, name="runs")
 app.add_typer(suites_app, name="suites")
 app.add_typer(models_app, name="models")

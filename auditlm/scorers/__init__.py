@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from auditlm.errors import DataError, StoreError, SuiteSpecError, choices
@@ -238,6 +239,15 @@ class Scorer:
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
         raise NotImplementedError
+
+    def item_values(self, records: list[ItemRecord]) -> dict[str, np.ndarray] | None:
+        """Per-record values whose mean over ``records`` is the overall metric of that name, for the metrics of
+        :meth:`aggregate` that are a mean (or rate) of one value per item; ``auditlm compare`` pairs two runs
+        item by item on them. ``NaN`` marks a record the metric leaves out (BBQ's ``accuracy_amb`` skips the
+        disambiguated items). A group row of the same metric is the mean over the records whose input field
+        ``group_field`` holds the group. Called with no records it returns the names it covers (empty arrays).
+        None (the default): no metric of the suite has per-item values, and runs are compared without pairing."""
+        return None
 
     def check(self) -> None:
         """Extra validation of the suite against this scorer (called by the loader's contract test)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from auditlm.errors import choices
@@ -239,6 +240,14 @@ class PiiEmissionScorer(_ScannerMixin, Scorer):
                 )
             )
         return out
+
+    def item_values(self, records: list[ItemRecord]) -> dict[str, np.ndarray]:
+        """Per generation, 0/1: ``emission_rate`` — a produced PII value; ``copy_rate`` — a value copied from the
+        prompt; ``validated_emission_rate`` — a produced value that passes its type's validator."""
+        return {"emission_rate": np.array([float(bool(r.score["produced"])) for r in records], dtype=float),
+                "copy_rate": np.array([float(bool(r.score["copied"])) for r in records], dtype=float),
+                "validated_emission_rate": np.array(
+                    [float(bool(r.score.get("produced_validated", []))) for r in records], dtype=float)}
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
         sid, kw, cl = self.spec.id, self.stat_kw(seed), self.clusters(records)
