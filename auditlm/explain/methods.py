@@ -92,10 +92,11 @@ def attribute(problem: Problem, method: str, *, seed: int = 0, n_samples: int = 
 
     LIG does not converge on CrowS-Pairs pairs and more steps do not fix it (``bench/bench_explain.py
     --convergence``, 4 real pairs): median |delta| 5.3 nats at the default 32 Gauss–Legendre steps (1.9× the
-    target's change from baseline to input), 2.0 nats (0.65×, largest 18.8) at 128 for 3.5× the CPU time, and
-    ``riemann_trapezoid`` is worse (9.9 at 32). The cause is the path: each sentence's log-likelihood changes by
-    up to ~320 nats from the all-unk baseline while the preference changes by a few, so the integrand is the
-    rough difference of two steep ones; ``ig_steps`` therefore stays 32 (see ``bench/README.md``).
+    target's change from baseline to input), 2.0 nats (0.65×, largest 18.8) at 128 for 3.5× the CPU time;
+    ``riemann_trapezoid`` is worse at 32 (9.9) and best at 128 (0.55 nats, 0.19×), still far from converged.
+    The cause is the path: each sentence's log-likelihood changes by up to ~320 nats from the all-unk baseline
+    while the preference changes by a few, so the integrand is the rough difference of two steep ones;
+    ``ig_steps`` therefore stays 32 (see ``bench/README.md``).
     """
     from captum.attr import FeatureAblation, LayerIntegratedGradients, ShapleyValueSampling
 
