@@ -193,7 +193,16 @@ def build_problem(target: Any, spec: Any, rec: Any, *, seed: int = 0, group_term
 
 def attribute(problem: Problem, method: str, *, seed: int = 0, n_samples: int = 25, ig_steps: int = 32,
               perturbations_per_eval: int = 16) -> tuple[np.ndarray, float | None]:
-    """Per-feature attributions of ``problem``'s target by ``method`` (and LIG's convergence delta)."""
+    """Per-feature attributions of ``problem``'s target by ``method`` (and LIG's convergence delta).
+
+    LIG does not converge on CrowS-Pairs pairs and more steps do not fix it (``bench/bench_explain.py
+    --convergence``, 4 real pairs): median |delta| 5.3 nats at the default 32 Gauss–Legendre steps (1.9× the
+    target's change from baseline to input), 2.0 nats (0.65×, largest 18.8) at 128 for 3.5× the CPU time;
+    ``riemann_trapezoid`` is worse at 32 (9.9) and best at 128 (0.55 nats, 0.19×), still far from converged.
+    The cause is the path: each sentence's log-likelihood changes by up to ~320 nats from the all-unk baseline
+    while the preference changes by a few, so the integrand is the rough difference of two steep ones;
+    ``ig_steps`` therefore stays 32 (see ``bench/README.md``).
+    """
     from captum.attr import FeatureAblation, LayerIntegratedGradients, ShapleyValueSampling
 
     if method not in METHODS:
