@@ -253,6 +253,10 @@ def test_faithfulness_rows_have_n_and_an_interval(tiny, cf_run, cf_explained):
                        "random_sufficiency_aopc", "comprehensiveness_vs_random"):
             assert (metric, method) in names
     assert ("lig_abs_delta", "layer_integrated_gradients") in names
+    assert ("lig_relative_delta", "layer_integrated_gradients") in names
+    rel = next(m for m in rows if m.metric == "lig_relative_delta")
+    absd = next(m for m in rows if m.metric == "lig_abs_delta")
+    assert rel.value > 0 and absd.value > 0
     assert {m.group for m in rows if m.metric == "rank_agreement"} == {
         "feature_ablation~shapley_sampling", "feature_ablation~layer_integrated_gradients",
         "shapley_sampling~layer_integrated_gradients"}

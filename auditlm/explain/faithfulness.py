@@ -11,7 +11,11 @@
   attributions, then the mean over items with :func:`auditlm.stats.mean`'s bootstrap-t interval (the item is the
   independent unit; items where either method's attributions are constant are left out). No Fisher z: the
   per-item rhos rest on few features each, and the mean over items is what is reported.
-* **lig_abs_delta**: mean ``|delta|`` of Layer Integrated Gradients (nats), with its interval.
+* **lig_abs_delta**: mean ``|delta|`` of Layer Integrated Gradients (nats), with its interval; and
+  **lig_relative_delta**: the mean of ``|delta| / |F(input) − F(baseline)|`` (the change the attributions should
+  add up to, on LIG's own path); well above 0.05 the LIG attributions do not add up and should not be read as
+  the target's decomposition (on CrowS-Pairs pairs of the default model it is about 1–2 at 32 steps:
+  ``bench/README.md``).
 
 Rows are :class:`~auditlm.metrics.MetricResult` with ``group_field="method"`` (``group`` the method; rank
 agreement: ``method_pair``, ``"a~b"``).
@@ -97,15 +101,19 @@ def faithfulness(target: Any, spec: Any, records: list[Any], explanations: list[
             s["comprehensiveness_aopc"] - s["random_comprehensiveness_aopc"])
         if e.delta is not None:
             per_method[e.method]["lig_abs_delta"].append(abs(float(e.delta)))
+            with torch.no_grad():
+                change = float(p.forward_ids(p.input_ids)[0] - p.forward_ids(p.baseline_ids)[0])
+            if change != 0 and math.isfinite(change):
+                per_method[e.method]["lig_relative_delta"].append(abs(float(e.delta)) / abs(change))
     rows: list[MetricResult] = []
     names = ("comprehensiveness_aopc", "sufficiency_aopc", "random_comprehensiveness_aopc",
-             "random_sufficiency_aopc", "comprehensiveness_vs_random", "lig_abs_delta")
+             "random_sufficiency_aopc", "comprehensiveness_vs_random", "lig_abs_delta", "lig_relative_delta")
     for m in [m for m in METHODS if m in per_method] + sorted(set(per_method) - set(METHODS)):
         for name in names:
             vals = per_method[m].get(name)
             if not vals:
                 continue
-            extra: dict[str, Any] = {"ks": list(ks), "unit": "nats",
+            extra: dict[str, Any] = {"ks": list(ks), "unit": "ratio" if name == "lig_relative_delta" else "nats",
                                      "granularity": ",".join(sorted({e.granularity for e in exps}))}
             if name == "comprehensiveness_vs_random":
                 extra["paired"] = "per item: method minus random features of the same number"
