@@ -28,8 +28,8 @@ Methods, and why:
   covered 0.84–0.85 with widths up to 1e19 (normal, exponential, uniform data, 2000 replicates each); at 4 units
   widths reached 1e5. There the interval is Student's t, ``r ± t_{1−α/2, G−1} · se`` with the same linearised
   (ratio) standard error: exact for normal unit means (0.95), 0.89–0.96 at 3 units in the same simulation, lower
-  for skewed data (0.88–0.90 for the exponential at 2–4 units); shares (``proportions=True``) are clipped to
-  [0, 1]. (At 4 units the bootstrap-t covered skewed data better, 0.92 vs 0.88 for the exponential, but with
+  for skewed data (0.88–0.90 for the exponential at 2–4 units); intervals of shares (``proportions=True``) are
+  clipped to [0, 1], at any number of units. (At 4 units the bootstrap-t covered skewed data better, 0.92 vs 0.88 for the exponential, but with
   intervals about twice as wide at the median and unbounded at the top.)
 * **Functions of two estimates** (StereoSet's ICAT from SS and LMS, BBQ's s_AMB from accuracy and the biased
   share): the range of the function over the joint (Hotelling) confidence ellipse of its inputs
@@ -267,7 +267,8 @@ def mean(values: Sequence[float] | np.ndarray, *, clusters: Sequence[Any] | None
 
     ``proportions`` says the values are shares in [0, 1] (a macro average of per-target rates): when every unit
     sits at 0 (or 1) the bootstrap has nothing to resample, and the interval is Clopper–Pearson with each unit
-    as one trial — the worst case — instead of zero-width."""
+    as one trial — the worst case — instead of zero-width; every other interval of a share is clipped to [0, 1]
+    (the bootstrap-t one too: with few units it can leave the range, and clipping never lowers coverage)."""
     confidence = _check_confidence(confidence)
     x = np.asarray(values, dtype=float)
     if not np.all(np.isfinite(x)):
@@ -301,7 +302,10 @@ def mean(values: Sequence[float] | np.ndarray, *, clusters: Sequence[Any] | None
                         confidence, g, name)
     t = _bootstrap_t(y, m, r, n_resamples, _rng(random_state))
     q_lo, q_hi = np.quantile(t, [a, 1 - a])
-    return Estimate(r, float(r - q_hi * se), float(r - q_lo * se), n, "bootstrap-t", confidence, g, name)
+    lo, hi = r - q_hi * se, r - q_lo * se
+    if proportions:  # as above: a share's interval never leaves [0, 1] (bootstrap-t can, with few units)
+        lo, hi = max(lo, 0.0), min(hi, 1.0)
+    return Estimate(r, float(lo), float(hi), n, "bootstrap-t", confidence, g, name)
 
 
 def _bootstrap_t(y: np.ndarray, m: np.ndarray, r: float, n_resamples: int, rng: np.random.Generator) -> np.ndarray:

@@ -267,3 +267,15 @@ def test_coverage_reduced():
     assert not low, low
     old_gap = [r for r in rows if r["method"].startswith("gap: max-min") and "equal" in r["scenario"]]
     assert old_gap and all(r["coverage"] < 0.5 for r in old_gap)
+
+
+def test_share_intervals_stay_in_zero_one_at_any_number_of_units():
+    from auditlm import stats as st
+
+    # five shares, one near 1 and spread wide: the bootstrap-t interval of the mean leaves [0, 1] unclipped
+    x = np.array([0.99, 0.2, 0.95, 0.97, 0.98])
+    raw = st.mean(x, random_state=3)
+    clipped = st.mean(x, proportions=True, random_state=3)
+    assert raw.method == clipped.method == "bootstrap-t"
+    assert raw.high > 1.0 and raw.low < 0.0  # the case exists, so the clip below is not vacuous
+    assert (clipped.low, clipped.high) == (0.0, 1.0) and clipped.value == raw.value
