@@ -32,6 +32,7 @@ except ImportError:  # pragma: no cover - older typer on real click
 
 from auditlm.cli.compare import compare
 from auditlm.cli.explain import explain
+from auditlm.cli.mitigate import mitigate_app
 from auditlm.cli.models import models_app
 from auditlm.cli.privacy import privacy_app
 from auditlm.cli.run import run
@@ -48,6 +49,7 @@ app.add_typer(runs_app, name="runs")
 app.add_typer(suites_app, name="suites")
 app.add_typer(models_app, name="models")
 app.add_typer(privacy_app, name="privacy")
+app.add_typer(mitigate_app, name="mitigate")
 
 
 def _one_line(e: BaseException) -> str:
