@@ -296,7 +296,9 @@ def test_hash_token_is_keyed_and_normalized() -> None:
 
 def test_jsonl_keeps_fields_and_untouched_lines(tmp_path, docs, scanner) -> None:
     src = tmp_path / "corpus.jsonl"
-    raw_lines = [json.dumps({"id": i, "text": d["text"], "member": True}) + "\n" for i, d in enumerate(docs)]
+    # compact separators: a re-serialized line would differ from its original
+    raw_lines = [json.dumps({"id": i, "text": d["text"], "member": True}, separators=(",", ":")) + "\n"
+                 for i, d in enumerate(docs)]
     src.write_text("".join(raw_lines), encoding="utf-8")
     res = scrub_corpus(src, tmp_path / "out.jsonl", scanner=scanner)
     out_lines = res.out.read_text(encoding="utf-8").splitlines(keepends=True)
@@ -408,3 +410,21 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys, case, expect) -> Non
         assert not dest.exists()
     else:
         assert dest.read_text() == "old\n"
+
+
+def test_cli_hash_key_file(tmp_path, capsys) -> None:
+    """``--hash-key`` (an auditlm key file: hex) keys the hash operator; a key that is not hex is exit 2."""
+    src = tmp_path / "corpus.txt"
+    email = "dana.whitfield@example.org"
+    src.write_text(f"Please write to {email} about the invoice.\n")
+    key = bytes(range(100, 132))
+    (tmp_path / "k.key").write_text(key.hex() + "\n")
+    (tmp_path / "bad.key").write_text("not hex\n")
+    code, _, err = _cli(["mitigate", "scrub", str(src), "--out", str(tmp_path / "o.txt"), "--hash-key",
+                         str(tmp_path / "bad.key"), "--default-operator", "hash"], capsys)
+    assert code == 2 and "not hex" in err and not (tmp_path / "o.txt").exists()
+    code, _, err = _cli(["mitigate", "scrub", str(src), "--out", str(tmp_path / "o.txt"), "--hash-key",
+                         str(tmp_path / "k.key"), "--default-operator", "hash"], capsys)
+    assert code == 0, err
+    assert (tmp_path / "o.txt").read_text() == (
+        f"Please write to {hash_token(email, 'EMAIL_ADDRESS', key)} about the invoice.\n")

@@ -62,13 +62,13 @@ def scrub(
     resolve_operators(tuple(wanted or DEFAULT_ENTITIES), ops, default_operator)
     key = _read_key(hash_key) if hash_key is not None else None
 
+    with err.status("loading the PII detector …"):
+        from auditlm.privacy.pii import PiiScanner
+
+        scanner = PiiScanner(wanted) if wanted else PiiScanner()
+        scanner._get_engine()  # an unknown entity type fails here, with the valid ones listed
     with Progress(TextColumn("scrubbing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as progress:
-        with err.status("loading the PII detector …"):
-            from auditlm.privacy.pii import PiiScanner
-
-            scanner = PiiScanner(wanted) if wanted else PiiScanner()
-            scanner._get_engine()
         task = progress.add_task("scrub", total=None)
         result = scrub_corpus(
             corpus, out_path, operators=ops, default_operator=default_operator, text_field=text_field,
