@@ -12,8 +12,8 @@ import torch
 from auditlm.errors import TargetError
 from auditlm.mitigate.self_debias import (
     BIAS_BENCH_PREFIXES,
-    SelfDebiasTarget,
     SelfDebiasingLogitsProcessor,
+    SelfDebiasTarget,
     debiased_logprobs,
     parse_spec,
 )
@@ -164,3 +164,23 @@ def test_runner_crows_pairs(tiny_model_dir, tmp_path):
         runner.execute(st, rid, target, prepared, cfg)
         items = st.items(rid, "bias.crows_pairs")
     assert len(items) == 3
+
+
+def test_absolute_positions_aligned(tiny_model_dir, tmp_path):
+    """On a model with learned absolute positions (GPT-2), left-padded rows need their own position ids: with
+    no decay the wrapper must still score exactly as the base model (Llama's rotary positions cannot tell)."""
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from auditlm.targets.hf import HFTarget
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2,
+                        initializer_range=0.4, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                        pad_token_id=tok.pad_token_id)
+    model = GPT2LMHeadModel(config).eval()
+    base = HFTarget(model=model, tokenizer=tok, batch_size=4, device="cpu")
+    want = base.loglikelihood(REQUESTS)
+    got = _wrap(base, decay_constant=0.0).loglikelihood(REQUESTS)
+    for b, w in zip(want, got, strict=True):
+        assert w.logprob == pytest.approx(b.logprob, abs=1e-5)
