@@ -53,7 +53,7 @@ from auditlm.targets.base import (
     ProgressCallback,
     prompt_seeds,
 )
-from auditlm.targets.hf import HFTarget, _PerRowSampler, _StopOnStrings
+from auditlm.targets.hf import HFTarget, _is_oom, _PerRowSampler, _StopOnStrings
 
 #: bias-bench's self-debiasing prefixes (``bias_bench/benchmark/crows/crows.py``), keyed by CrowS-Pairs bias type.
 #: The spelling "orientiation" is bias-bench's.
@@ -261,8 +261,8 @@ class SelfDebiasTarget:
             chunk = encoded[i : i + step]
             try:
                 results = self._ll_batch([(inp, cont) for _, inp, cont in chunk])
-            except RuntimeError as e:
-                if not (step > 1 and self.base._auto_batch and "out of memory" in str(e)):
+            except RuntimeError as e:  # torch.cuda.OutOfMemoryError is a RuntimeError
+                if not (step > 1 and self.base._auto_batch and _is_oom(e)):
                     raise
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
