@@ -260,11 +260,20 @@ def resolve(
     """Turn a model spec into a loaded :class:`~auditlm.targets.base.Target`.
 
     ``None`` is the default model; a built-in name is pulled on first use; an existing directory is loaded
-    as a local ``transformers`` model; anything else is tried as a Hugging Face Hub id at ``revision``.
+    as a local ``transformers`` model; ``self-debias:SPEC`` (or ``self-debias[types]:SPEC``) wraps ``SPEC`` in
+    :class:`~auditlm.mitigate.self_debias.SelfDebiasTarget`; anything else is tried as a Hugging Face Hub id
+    at ``revision``.
     """
     from auditlm.targets.hf import HFTarget
 
     spec = spec or DEFAULT_MODEL
+    if (wrapped := _self_debias_spec(spec)) is not None:
+        from auditlm.mitigate.self_debias import SelfDebiasTarget
+
+        prefixes, inner = wrapped
+        base = resolve(inner, revision=revision, device=device, dtype=dtype, batch_size=batch_size,
+                       trust_remote_code=trust_remote_code)
+        return SelfDebiasTarget(base, prefixes=prefixes, name=spec)  # type: ignore[arg-type]
     opts: dict[str, Any] = {"device": device, "dtype": dtype, "batch_size": batch_size}
     if spec in KNOWN_MODELS:
         if revision is not None:
@@ -297,6 +306,16 @@ def resolve(
         ) from e
 
 
+def _self_debias_spec(spec: str) -> tuple[list[str], str] | None:
+    """``(prefixes, inner spec)`` for a ``self-debias:SPEC`` model spec
+    (:mod:`auditlm.mitigate.self_debias`), else ``None``."""
+    if not spec.startswith("self-debias"):
+        return None
+    from auditlm.mitigate.self_debias import parse_spec
+
+    return parse_spec(spec)
+
+
 #: What ``--trust-remote-code`` means, for every message that asks for it.
 REMOTE_CODE_HINT = "pass --trust-remote-code to allow it (it runs code from the model repo)"
 #: Weight files ``from_pretrained`` reads from a local model folder.
@@ -325,6 +344,9 @@ def check_model(spec: str | None, *, revision: str | None = None, trust_remote_c
     whose ``config.json`` can be fetched (or is cached, offline); a model that needs custom code is refused
     unless ``trust_remote_code``. Raises the :class:`TargetError` :func:`resolve` would raise."""
     spec = spec or DEFAULT_MODEL
+    if (wrapped := _self_debias_spec(spec)) is not None:
+        check_model(wrapped[1], revision=revision, trust_remote_code=trust_remote_code)
+        return
     if spec in KNOWN_MODELS:
         if revision is not None:
             raise TargetError(f"--revision applies to Hugging Face Hub ids, not the built-in model {spec!r}")
