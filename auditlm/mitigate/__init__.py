@@ -4,7 +4,8 @@
 LoRA) that the privacy ground-truth test uses to make a model that provably saw its training texts, and that
 data-side mitigations (scrubbing, counterfactual augmentation) reuse on their transformed corpora.
 :func:`~auditlm.mitigate.cda.augment` is counterfactual data augmentation; :func:`~auditlm.mitigate.scrub.scrub_corpus`
-rewrites a corpus's PII (``auditlm mitigate scrub``).
+rewrites a corpus's PII (``auditlm mitigate scrub``). :class:`~auditlm.mitigate.self_debias.SelfDebiasTarget`
+is a decoding-time mitigation that wraps a loaded model instead of making a new one (``--model self-debias:SPEC``).
 """
 
 from __future__ import annotations
