@@ -53,7 +53,7 @@ from auditlm.targets.base import (
     ProgressCallback,
     prompt_seeds,
 )
-from auditlm.targets.hf import HFTarget, _is_oom, _PerRowSampler, _StopOnStrings
+from auditlm.targets.hf import HFTarget, _is_oom, _PerRowSampler, _StopOnStrings, pending_requests
 
 #: bias-bench's self-debiasing prefixes (``bias_bench/benchmark/crows/crows.py``), keyed by CrowS-Pairs bias type.
 #: The spelling "orientiation" is bias-bench's.
@@ -234,26 +234,10 @@ class SelfDebiasTarget:
 
         Same result type and tokenisation as :meth:`HFTarget.loglikelihood`; memoised per request.
         """
-        reqs = [(str(c), str(x)) for c, x in requests]
-        counts: dict[LoglikelihoodRequest, int] = {}
-        for r in reqs:
-            counts[r] = counts.get(r, 0) + 1
-        todo = [r for r in counts if r not in self._ll_cache]
-        cached = len(reqs) - sum(counts[r] for r in todo)
-        if progress and cached:
-            progress(cached)
         max_len = self.base.max_length
-        encoded: list[tuple[LoglikelihoodRequest, list[int], list[int]]] = []
-        for r in todo:
-            ctx, cont = self.base._encode_request(*r)
-            if not cont:
-                self._ll_cache[r] = LoglikelihoodResult(0.0, 0, True)
-                if progress:
-                    progress(counts[r])
-                continue
-            if len(cont) > max_len:
-                raise TargetError(f"continuation of {len(cont)} tokens exceeds the model's context length {max_len}")
-            encoded.append((r, (ctx + cont)[-(max_len + 1) :][:-1], cont))
+        reqs, counts, pending = pending_requests(requests, self._ll_cache, progress, self.base._encode_request,
+                                                 max_len)
+        encoded = [(r, (ctx + cont)[-(max_len + 1) :][:-1], cont) for r, (ctx, cont) in pending]
         encoded.sort(key=lambda e: (-len(e[1]), e[1]))
         step = self._requests_per_batch()
         i = 0

@@ -117,6 +117,39 @@ def _common_prefix_len(a: list[int], b: list[int]) -> int:
     return i
 
 
+def pending_requests(
+    requests: Sequence[LoglikelihoodRequest],
+    cache: dict[LoglikelihoodRequest, LoglikelihoodResult],
+    progress: ProgressCallback | None,
+    encode: Callable[[str, str], _Encoded],
+    max_length: int,
+) -> tuple[list[LoglikelihoodRequest], dict[LoglikelihoodRequest, int], list[tuple[LoglikelihoodRequest, _Encoded]]]:
+    """The bookkeeping before scoring log-likelihood requests: ``(requests as str pairs, how often each occurs,
+    the encoded requests still to score)``. Requests already in ``cache`` are reported to ``progress`` at once; a
+    continuation that tokenises to nothing is cached as ``0.0`` with ``n_tokens == 0``; one longer than
+    ``max_length`` is a :class:`TargetError`. Shared by :class:`HFTarget` and the targets that wrap it."""
+    reqs = [(str(c), str(x)) for c, x in requests]
+    counts: dict[LoglikelihoodRequest, int] = {}
+    for r in reqs:
+        counts[r] = counts.get(r, 0) + 1
+    todo = [r for r in counts if r not in cache]
+    cached = len(reqs) - sum(counts[r] for r in todo)
+    if progress and cached:
+        progress(cached)
+    encoded: list[tuple[LoglikelihoodRequest, _Encoded]] = []
+    for r in todo:
+        ctx, cont = encode(*r)
+        if not cont:
+            cache[r] = LoglikelihoodResult(0.0, 0, True)
+            if progress:
+                progress(counts[r])
+            continue
+        if len(cont) > max_length:
+            raise TargetError(f"continuation of {len(cont)} tokens exceeds the model's context length {max_length}")
+        encoded.append((r, (ctx, cont)))
+    return reqs, counts, encoded
+
+
 def _is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or (
         isinstance(e, RuntimeError) and "out of memory" in str(e)
@@ -453,28 +486,8 @@ class HFTarget:
         their number, and whether greedy decoding reproduces them. A continuation that tokenises to nothing
         scores ``0.0`` with ``n_tokens == 0``.
         """
-        reqs = [(str(c), str(x)) for c, x in requests]
-        counts: dict[LoglikelihoodRequest, int] = {}
-        for r in reqs:
-            counts[r] = counts.get(r, 0) + 1
-        todo = [r for r in counts if r not in self._ll_cache]
-        cached = len(reqs) - sum(counts[r] for r in todo)
-        if progress and cached:
-            progress(cached)
-
-        encoded: list[tuple[LoglikelihoodRequest, _Encoded]] = []
-        for r in todo:
-            ctx, cont = self._encode_request(*r)
-            if not cont:
-                self._ll_cache[r] = LoglikelihoodResult(0.0, 0, True)
-                if progress:
-                    progress(counts[r])
-                continue
-            if len(cont) > self.max_length:
-                raise TargetError(
-                    f"continuation of {len(cont)} tokens exceeds the model's context length {self.max_length}"
-                )
-            encoded.append((r, (ctx, cont)))
+        reqs, counts, encoded = pending_requests(requests, self._ll_cache, progress, self._encode_request,
+                                                 self.max_length)
         plain = encoded
         if self.prefix_sharing and self._takes_tree_attention():
             limit = self._attention_window()
