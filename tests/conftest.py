@@ -153,3 +153,16 @@ def write_fake_run(path: Path, limit: int = 8, suite: str = "bias.counterfactual
         t = FakeTarget()
         runner.execute(st, runner.start_run(st, t, prepared, cfg), t, prepared, cfg)
     return path
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run ``auditlm ARGV`` in-process: ``(exit code, stdout, stderr)``."""
+    from auditlm.cli import main
+
+    try:
+        main(argv)
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err

@@ -14,10 +14,9 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import write_fake_run
+from conftest import run_cli, write_fake_run
 
 import auditlm.explain
-from auditlm.cli import main
 from auditlm.explain.types import METHODS, Explanation, Feature, Target
 from auditlm.metrics import MetricResult
 from auditlm.store import MIGRATIONS, SCHEMA_VERSION, Store
@@ -131,13 +130,7 @@ def _digest(path: Path) -> str:
 
 
 def _run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 def _item_ids(path: Path, run_id: str) -> list[str]:

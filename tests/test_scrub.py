@@ -25,8 +25,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
-from auditlm.cli import main
 from auditlm.mitigate.scrub import RECORD_FILE, hash_token, scrub_corpus
 from auditlm.privacy.detector_eval import detector_digest
 from auditlm.privacy.pii import PiiScanner, normalize
@@ -338,13 +338,7 @@ def test_csv_keeps_columns_and_clean_texts(tmp_path, docs, scanner) -> None:
 
 
 def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    cap = capsys.readouterr()
-    return code, cap.out, cap.err
+    return run_cli(argv, capsys)
 
 
 def test_cli_scrub_prints_counts_and_no_value(tmp_path, docs, capsys) -> None:
