@@ -579,21 +579,8 @@ def _gate(g: RegressionGate, m: MetricComparison, confidence: float, n_resamples
         upper = est.high if sign > 0 else -est.low
         return result(worsening, float(upper), f"{est.method} (one-sided upper bound)", est.n_units, est.note)
     # interior ideal: paired percentile cluster bootstrap of the change in distance from the ideal
-    sx, m_, _ = stats.units(x, cl)
-    sy, _, _ = stats.units(y, cl)
-    n_units = int(sx.size)
-    if n_units < 2:
-        return result(worsening, float("nan"), "paired percentile cluster bootstrap", n_units,
-                      "one unit: no bound")
-    parts, chunk, done = [], max(1, 4_000_000 // n_units), 0
-    while done < n_resamples:  # chunks of at most ~4M indices
-        idx = rng.integers(0, n_units, size=(min(chunk, n_resamples - done), n_units))
-        cnt = m_[idx].sum(axis=1)
-        parts.append(np.abs(sy[idx].sum(axis=1) / cnt - ideal) - np.abs(sx[idx].sum(axis=1) / cnt - ideal))
-        done += idx.shape[0]
-    reps = np.concatenate(parts)
-    expanded = stats.expanded_confidence(1 - 2 * alpha, n_units)
-    upper = float(np.quantile(reps, 1 - (1 - expanded) / 2))
-    note = "every resample gives the same worsening: the bound is degenerate" if np.ptp(reps) == 0 else None
-    return result(worsening, max(upper, worsening), f"paired percentile cluster bootstrap ({n_resamples} resamples, "
-                  "Hesterberg-expanded, one-sided upper bound)", n_units, note)
+    est = stats.distance_change_bound(x, y, ideal, clusters=cl, confidence=level, n_resamples=n_resamples,
+                                      random_state=rng)
+    if est.n_units < 2:
+        return result(worsening, float("nan"), est.method, est.n_units, est.note)
+    return result(worsening, est.high, est.method, est.n_units, est.note)
