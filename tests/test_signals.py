@@ -26,7 +26,9 @@ SUITE = "bias.counterfactual_templates"
 LIMIT, CHUNK = 40, 8
 
 # The real CLI (main()) in a subprocess, with a slow deterministic target in place of a model and small chunks,
-# so that the signal lands mid-run with some chunks stored. AUDITLM_TEST_DELAY: seconds per batch.
+# so that the signal lands mid-run with some chunks stored. AUDITLM_TEST_DELAY: seconds per batch;
+# AUDITLM_TEST_DELAY_AFTER: seconds per batch after the first (long, so that a run on a loaded machine cannot
+# finish before the test's poller has seen the first chunk and sent the signal; the signal interrupts the sleep).
 DRIVER = textwrap.dedent(
     f"""
     import os, sys, time
@@ -36,10 +38,14 @@ DRIVER = textwrap.dedent(
     from auditlm.targets.fake import FakeTarget
 
     DELAY = float(os.environ.get("AUDITLM_TEST_DELAY", "0"))
+    AFTER = float(os.environ.get("AUDITLM_TEST_DELAY_AFTER", str(DELAY)))
 
     class SlowTarget(FakeTarget):
+        calls = 0
+
         def loglikelihood(self, requests, progress=None):
-            time.sleep(DELAY)
+            SlowTarget.calls += 1
+            time.sleep(DELAY if SlowTarget.calls == 1 else AFTER)
             return super().loglikelihood(requests, progress)
 
     registry.resolve = lambda *a, **k: SlowTarget()
@@ -56,8 +62,9 @@ DRIVER = textwrap.dedent(
 )
 
 
-def _env(tmp_path: Path, delay: float) -> dict[str, str]:
+def _env(tmp_path: Path, delay: float, after: float | None = None) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "AUDITLM_TEST_DELAY": str(delay),
+            "AUDITLM_TEST_DELAY_AFTER": str(delay if after is None else after),
             "AUDITLM_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "COLUMNS": "200"}
 
 
@@ -89,7 +96,7 @@ def test_signal_marks_run_interrupted_and_resume_matches_uninterrupted(tmp_path:
     cmd = [sys.executable, str(driver), "run", "--model", "fake-slow", "--suite", SUITE, "--limit", str(LIMIT),
            "--seed", "5", "--store", str(store)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=_env(tmp_path, 0.6))
+                            env=_env(tmp_path, 0.6, after=20.0))
     deadline = time.monotonic() + 90
     while _stored_items(store) < CHUNK:
         assert proc.poll() is None, proc.communicate()
