@@ -31,8 +31,12 @@ LIMIT, CHUNK = 40, 8
 # finish before the test's poller has seen the first chunk and sent the signal; the signal interrupts the sleep).
 DRIVER = textwrap.dedent(
     f"""
-    import os, sys, time
+    import os, signal, sys, time
     from dataclasses import dataclass
+
+    # a process started in the background by a non-interactive shell (nohup CMD &, as some CI runners do) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler: restore what a terminal gives
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from auditlm import runner
     import auditlm.targets.registry as registry
     from auditlm.targets.fake import FakeTarget
