@@ -621,11 +621,9 @@ def _prompt_problem(target: Any, spec: Any, item_id: str, prompt: str, cont_text
             if m is not None:
                 if m not in merged:
                     merged[m] = len(features)
-                    features.append(FeatureSpec(prompt[lo:hi], lo, hi, "redacted"))
+                    features.append(_merged(prompt, None, lo, hi, "redacted"))
                 else:
-                    f = features[merged[m]]
-                    features[merged[m]] = FeatureSpec(prompt[min(f.start, lo):max(f.end, hi)], min(f.start, lo),
-                                                      max(f.end, hi), "redacted")
+                    features[merged[m]] = _merged(prompt, features[merged[m]], lo, hi, "redacted")
                 slot_feat.append(merged[m])
             elif any(lo < gb and hi > ga for ga, gb in group_spans):
                 if group_feat is None:
