@@ -185,9 +185,11 @@ def build_problem(target: Any, spec: Any, rec: Any, *, seed: int = 0, group_term
     else:
         raw = str(raw_input["prompt"]) if raw_input and "prompt" in raw_input else None
         prob = pii_emission_problem(target, spec, rec.item_id, item, rec.output, seed=seed, raw_prompt=raw)
-    unit = item.get("template_id")
-    if unit is not None:
-        prob.group.setdefault("unit", str(unit))
+    from auditlm.scorers import get_scorer
+
+    field = get_scorer(spec).unit  # the suite's resampling unit (metrics.resample_by), as its own intervals use
+    if field is not None and item.get(field) is not None:
+        prob.group.setdefault("unit", str(item[field]))
     return coarsen(prob) if granularity == "template" else prob
 
 
