@@ -65,6 +65,9 @@ class RunConfig:
     reference_model: str | None = None
     #: Run inputs that suites read through ``{name}`` placeholders in ``data.path`` (``--corpus`` …).
     inputs: dict[str, str] = field(default_factory=dict)
+    #: ``--where FIELD=VALUE,…``: keep only the items whose group field ``FIELD`` is one of the values, in every
+    #: suite that has that group field (other suites run in full); applied before ``limit``.
+    where: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -122,6 +125,7 @@ def git_hash(where: Path | None = None) -> str | None:
 def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None) -> list[PreparedSuite]:
     """Load and subset every suite's items before anything is stored (so bad data writes nothing)."""
     out = []
+    seen: dict[str, set[str]] = {f: set() for f in (config.where or {})}
     for s in suites:
         scorer = get_scorer(s.spec)
         scorer.check()
@@ -139,16 +143,35 @@ def prepare(suites: list[LoadedSuite], config: RunConfig, data_dir: Path | None)
         if missing:
             raise DataError(f"suite {s.spec.id}: {missing}")
         indexed = list(enumerate(items))
-        if config.limit is not None and config.limit < len(items):
+        for fld, values in sorted((config.where or {}).items()):
+            if fld in s.spec.group_fields:
+                seen[fld] |= {str(it.get(fld)) for it in items}
+                wanted = {str(v) for v in values}
+                indexed = [(i, it) for i, it in indexed if str(it.get(fld)) in wanted]
+                if not indexed:
+                    have = sorted({str(it.get(fld)) for it in items})
+                    raise DataError(f"suite {s.spec.id}: --where {fld}={','.join(values)} keeps none of its items "
+                                    f"(valid {fld} values: {', '.join(have)})")
+        if config.limit is not None and config.limit < len(indexed):
             gf = s.spec.group_fields
-            groups = ["|".join(str(it[f]) for f in gf) for it in items] if gf else None
-            keep = stratified_subset([it["id"] for it in items], groups, config.limit, config.seed)
+            kept = [it for _, it in indexed]
+            groups = ["|".join(str(it[f]) for f in gf) for it in kept] if gf else None
+            keep = stratified_subset([it["id"] for it in kept], groups, config.limit, config.seed)
             indexed = [indexed[i] for i in keep]
         if not indexed:
             raise DataError(f"suite {s.spec.id}: --limit {config.limit} selects none of its {len(items)} items "
                             "(valid: a positive limit)")
         out.append(PreparedSuite(s, indexed, len(items), [s.record(), *data.records, *scorer.resources(data_dir)],
                                  data_dir))
+    for fld, values in sorted((config.where or {}).items()):
+        fields = sorted({f for s in suites for f in s.spec.group_fields})
+        if fld not in fields:
+            raise DataError(f"--where {fld}=…: no suite of this run has a group field '{fld}' "
+                            f"(valid: {', '.join(fields) or 'none'})")
+        unknown = [v for v in values if str(v) not in seen[fld]]
+        if unknown:
+            raise DataError(f"--where {fld}={','.join(values)}: no item has {fld} {', '.join(unknown)} "
+                            f"(valid: {', '.join(sorted(seen[fld]))})")
     return out
 
 

@@ -34,6 +34,9 @@ def run(
                                                     "[default: the default suites].")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Seeded subset of N items per suite, "
                                               "stratified by group.")] = None,
+    where: Annotated[list[str] | None, typer.Option("--where", help="Only items whose group field is one of "
+                                                    "the values, e.g. 'bias_type=gender' (repeatable; suites "
+                                                    "without that field run in full).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", min=0, max=SEED_MAX, help="Seed for subsets, sampling "
                                              "and bootstrap CIs, 0 to 2**63-1 [default: 0].")] = None,
     confidence: Annotated[float | None, typer.Option("--confidence",
@@ -89,7 +92,7 @@ def run(
         registry.check_device(device)
     bs = None if batch_size is None else (int(batch_size) if batch_size != "auto" else "auto")
     if resume is not None:
-        given = {"model": model, "suite": suite, "limit": limit, "data_dir": data_dir, "revision": revision,
+        given = {"model": model, "suite": suite, "limit": limit, "where": where, "data_dir": data_dir, "revision": revision,
                  "reference_model": reference_model, "corpus": corpus, "non_members": non_members,
                  "canaries": canaries, "confidence": confidence, "seed": seed, "bs": bs, "device": device,
                  "dtype": dtype, "store_raw": store_raw, "trust_remote_code": trust_remote_code, "probes": probes}
@@ -100,7 +103,7 @@ def run(
             ro.check_lease_free(resume)  # another process resuming it: refused before the model loads too
     else:
         cfg = runner.RunConfig(model=model or registry.DEFAULT_MODEL, suites=[], seed=0 if seed is None else seed,
-                               limit=limit, revision=revision, device=device or "auto", dtype=dtype or "auto",
+                               limit=limit, where=_parse_where(where), revision=revision, device=device or "auto", dtype=dtype or "auto",
                                batch_size="auto" if bs is None else bs, data_dir=data_dir,
                                probes=list(probes or []), store_raw=store_raw, confidence=confidence,
                                trust_remote_code=trust_remote_code, reference_model=reference_model,
@@ -172,6 +175,20 @@ def _resume_reader(store):
     return _open_store(store, must_exist=True)
 
 
+def _parse_where(specs: list[str] | None) -> dict[str, list[str]]:
+    """``['bias_type=gender', 'axis=gender,race']`` -> ``{'bias_type': ['gender'], 'axis': ['gender', 'race']}``."""
+    where: dict[str, list[str]] = {}
+    for spec in specs or []:
+        fld, eq, values = spec.partition("=")
+        vals = [v.strip() for v in values.split(",") if v.strip()]
+        if not eq or not fld.strip() or not vals:
+            raise typer.BadParameter(f"'{spec}' (valid: FIELD=VALUE[,VALUE…], e.g. bias_type=gender)",
+                                     param_hint="--where")
+        where.setdefault(fld.strip(), [])
+        where[fld.strip()] += [v for v in vals if v not in where[fld.strip()]]
+    return where
+
+
 def _resumed_config(st, run_id: str, given: dict[str, Any]):
     """The stored config of the run to resume. Settings that select what is measured cannot be given again;
     settings that could change results (seed, raw storage, batch size, device, dtype, remote code, probe
@@ -179,7 +196,7 @@ def _resumed_config(st, run_id: str, given: dict[str, Any]):
     from auditlm import runner
     from auditlm.errors import SuiteSpecError
 
-    named = [f for f, k in (("--model", "model"), ("--suite", "suite"), ("--limit", "limit"),
+    named = [f for f, k in (("--model", "model"), ("--suite", "suite"), ("--limit", "limit"), ("--where", "where"),
                             ("--data-dir", "data_dir"), ("--revision", "revision"),
                             ("--reference-model", "reference_model"), ("--corpus", "corpus"),
                             ("--non-members", "non_members"), ("--canaries", "canaries"),

@@ -363,9 +363,10 @@ class HFTarget:
         return self._content_hash
 
     def info(self) -> dict[str, Any]:
-        """Backend, model, resolved revision (Hub commit, given hash, or weights sha256), dtype, device, size."""
+        """Backend, model, resolved revision (Hub commit, given hash, or weights sha256), dtype, device, size, and
+        the ``auditlm_mitigation.json`` record of a model directory an auditlm mitigation wrote."""
         revision = self._commit_hash or self._revision_hash or self._weights_hash()
-        return {
+        info: dict[str, Any] = {
             "backend": "hf",
             "model": self.name,
             "revision": revision,
@@ -373,6 +374,14 @@ class HFTarget:
             "device": str(self.device),
             "n_params": sum(p.numel() for p in self.model.parameters()),
         }
+        path = Path(self._model_path) if self._model_path else None
+        if path is not None and path.is_dir():
+            from auditlm.mitigate.train import read_record
+
+            record = read_record(path)  # written by auditlm mitigate: what the model was made from, and how
+            if record is not None:
+                info["mitigation"] = record
+        return info
 
     # ------------------------------------------------------------------ tokenisation (lm-eval HFLM)
 
