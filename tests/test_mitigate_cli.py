@@ -127,3 +127,12 @@ def test_run_where_filters_items_and_bad_where_is_exit_2(tiny_model_dir, tmp_pat
         items = st.items(json.loads(out)["run_id"], "bias.counterfactual_templates")
     assert len(items) == 10
     assert {it.input["axis"] for it in items} == {"gender", "religion"}
+
+
+def test_a_bracketed_model_spec_prints_as_given(tiny_model_dir, tmp_path, capsys, one_thread):
+    # rich markup once swallowed "[gender]" from "self-debias[gender]:MODEL" in the progress and table titles
+    spec = f"self-debias[gender]:{tiny_model_dir}"
+    code, out, err = run_cli(["run", "--model", spec, "--suite", "bias.counterfactual_templates", "--limit", "2",
+                              "--store", str(tmp_path / "s.sqlite")], capsys)
+    assert code == 0, err
+    assert f"model {spec} loaded" in err and f"· {spec}" in out

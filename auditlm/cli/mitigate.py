@@ -130,7 +130,9 @@ def _audit_run(model: str, suites: list[str], args: list[str], label: str) -> st
     for s in suites:
         cmd += ["--suite", s]
     cmd += args
-    err.print(f"auditing the {label} model: auditlm run --model {model} " + " ".join(f"--suite {s}" for s in suites))
+    from rich.markup import escape
+
+    err.print(escape(f"auditing the {label} model: auditlm run --model {model} " + " ".join(f"--suite {s}" for s in suites)))
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
     if proc.returncode not in (0, 1):  # 1: a --fail-on gate of the run itself failed; the run is stored
         from auditlm.errors import AuditError

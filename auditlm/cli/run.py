@@ -7,6 +7,7 @@ import time
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from auditlm.cli._common import (
     JsonOpt,
@@ -117,10 +118,10 @@ def run(
     with _open_store(store, must_exist=resume is not None) as st:
         _quiet_libraries()
         t0 = time.perf_counter()
-        with err.status(f"loading model {cfg.model} …"):
+        with err.status(f"loading model {escape(cfg.model)} …"):
             target = registry.resolve(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
                                       batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
-        err.print(f"model {cfg.model} loaded in {time.perf_counter() - t0:.2f} s")
+        err.print(f"model {escape(cfg.model)} loaded in {time.perf_counter() - t0:.2f} s")
         reference = None
         if cfg.reference_model is not None:
             with err.status(f"loading reference model {cfg.reference_model} …"):
@@ -147,7 +148,7 @@ def run(
     if as_json:
         print(json.dumps(summary(row, result.suites, result.metrics, checked), indent=2))
     else:
-        _print_table(f"run {run_id} · {row.model}", result.metrics, result.suites)
+        _print_table(f"run {run_id} · {escape(row.model)}", result.metrics, result.suites)
         for g, ok, v in checked:
             (out if ok else err).print(f"gate {g.expr}: {'[green]pass[/]' if ok else '[red]FAIL[/]'} (value {v:.4f})")
     if unmeasured:

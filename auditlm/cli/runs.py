@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from auditlm.cli._common import JsonOpt, StoreOpt, _open_store, _print_table, _store_path, out
@@ -47,7 +48,7 @@ def runs_show(run_id: str, store: StoreOpt = None, as_json: JsonOpt = False) -> 
         return
     info = row.model_info
     out.print(f"[bold]run {row.run_id}[/]  status={row.status}  created={row.created_at}  seed={row.seed}")
-    out.print(f"model {row.model}  revision={info.get('revision')}  device={info.get('device')} "
+    out.print(f"model {escape(row.model)}  revision={info.get('revision')}  device={info.get('device')} "
               f"dtype={info.get('dtype')}")
     out.print(f"auditlm {row.auditlm_version}  git={row.git_hash or '—'}  "
               f"duration={row.duration_s or 0:.1f}s" + (f"  error={row.error}" if row.error else ""))
@@ -56,6 +57,6 @@ def runs_show(run_id: str, store: StoreOpt = None, as_json: JsonOpt = False) -> 
                   + (f" ({s['detail']})" if s["detail"] else "") + f"  digest={s['suite_digest']}")
         for f in s.get("data_files") or []:
             out.print(f"    {f['source']} {f['path']}  size {f['size']} · sha256 {f['sha256'][:16]}…", highlight=False)
-    _print_table(f"run {row.run_id} · {row.model}", metrics, [])
+    _print_table(f"run {row.run_id} · {escape(row.model)}", metrics, [])
 
 
