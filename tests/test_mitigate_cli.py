@@ -136,3 +136,28 @@ def test_a_bracketed_model_spec_prints_as_given(tiny_model_dir, tmp_path, capsys
                               "--store", str(tmp_path / "s.sqlite")], capsys)
     assert code == 0, err
     assert f"model {spec} loaded" in err and f"· {spec}" in out
+
+
+def test_cda_runs_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir, corpus, tmp_path):
+    """The same command under `accelerate launch --multi_gpu --num_processes 2` (DDP over gloo on a machine
+    without GPUs): both processes train, rank 0 saves and reports once."""
+    import os
+    import shutil
+    import subprocess
+
+    exe = shutil.which("accelerate")
+    if exe is None:  # pragma: no cover - accelerate is a dependency of peft and transformers' Trainer
+        pytest.skip("accelerate is not installed")
+    out_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.run(
+        [exe, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+         "--dynamo_backend", "no", "--main_process_port", "29533", "-m", "auditlm", "mitigate", "cda",
+         "--corpus", str(corpus), "--out", str(out_dir), "--model", str(tiny_model_dir), "--max-steps", "3",
+         "--batch-size", "2", "--full", "--lr", "1e-3"],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("sentences had a term") == 1 and proc.stdout.count("fine-tuned model:") == 1
+    rec = json.loads((out_dir / "auditlm_mitigation.json").read_text())
+    assert rec["training"]["world_size"] == 2 and rec["training"]["steps"] == 3

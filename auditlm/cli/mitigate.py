@@ -229,6 +229,13 @@ FormatOpt = Annotated[str, typer.Option("--format", help="Corpus files: auto (Wi
                                         "' = Title = ' heading, else one document per line/row), lines, wikitext.")]
 
 
+def _main_process() -> bool:
+    """False in the other processes of an ``accelerate launch`` / ``torchrun`` (they train, rank 0 reports)."""
+    import os
+
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def _train_config(**kw):
     from auditlm.mitigate.train import TrainConfig
 
@@ -356,10 +363,11 @@ def cda(
     summary = result.summary()
     summary["trained_on"] = "all sentences" if all_sentences else "the two-sided pairs only"
     summary["texts"] = len(texts)
-    out.print(f"CDA ({axis}, word list {result.wordlist_version}): {result.n_changed} of {result.n_sentences} "
-              f"sentences had a term; training on {len(texts)} texts")
-    top = ", ".join(f"{k} {v}" for k, v in list(summary["terms"].items())[:8])
-    out.print(f"  most swapped: {top}")
+    if _main_process():
+        out.print(f"CDA ({axis}, word list {result.wordlist_version}): {result.n_changed} of {result.n_sentences} "
+                  f"sentences had a term; training on {len(texts)} texts")
+        top = ", ".join(f"{k} {v}" for k, v in list(summary["terms"].items())[:8])
+        out.print(f"  most swapped: {top}")
     _quiet_libraries()
     with err.status(f"loading model {spec} …"):
         base = registry.resolve(spec, device=device)
@@ -431,8 +439,9 @@ def finetune_cmd(
     spec = model or registry.DEFAULT_MODEL
     registry.check_model(spec)
     texts, source = _read_training_texts(corpus, fmt, text_field)
-    out.print(f"fine-tuning on {len(texts)} documents of {source}" + (f" with DP-SGD (target ε {target_epsilon})"
-                                                                        if dp else ""))
+    if _main_process():
+            out.print(f"fine-tuning on {len(texts)} documents of {source}"
+                      + (f" with DP-SGD (target ε {target_epsilon})" if dp else ""))
     _quiet_libraries()
     with err.status(f"loading model {spec} …"):
         base = registry.resolve(spec, device=device)
