@@ -231,8 +231,8 @@ def dp_finetune(
         epoch_loss.append(total / count if count else float("nan"))
 
     epsilon = float(engine.accountant.get_epsilon(delta=delta))
-    if hasattr(gs_model, "_close"):
-        gs_model._close()  # remove Opacus's hooks before saving
+    if hasattr(gs_model, "cleanup"):
+        gs_model.cleanup()  # remove Opacus's hooks and per-sample attributes before saving
     model.eval()
     for p in model.parameters():
         p.grad = None
