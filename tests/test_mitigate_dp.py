@@ -100,3 +100,38 @@ def test_bad_arguments(tmp_path: Path, texts, kwargs, match):
     with pytest.raises(AuditError, match=match) as e:
         dp_finetune("unused-never-loaded", texts, tmp_path / "x", **kwargs)
     assert "\n" not in str(e.value)
+
+
+def test_opacus_clips_each_texts_own_mean_loss_gradient(tmp_path: Path, tiny_model_dir: Path, monkeypatch, one_thread):
+    """The per-sample gradients Opacus clips are the gradients of each text's own mean token loss."""
+    from opacus.grad_sample import GradSampleModule
+    from opacus.optimizers import DPOptimizer
+    from transformers import AutoModelForCausalLM
+
+    seen: dict[str, object] = {}
+    forward, clip = GradSampleModule.forward, DPOptimizer.clip_and_accumulate
+
+    def record_forward(self, *args, **kwargs):
+        seen.setdefault("batch", (kwargs["input_ids"].clone(), kwargs["attention_mask"].clone()))
+        return forward(self, *args, **kwargs)
+
+    def record_clip(self):
+        if "batch" in seen and "grad_samples" not in seen:
+            seen["grad_samples"] = [g.detach().clone() for g in self.grad_samples]
+        return clip(self)
+
+    monkeypatch.setattr(GradSampleModule, "forward", record_forward)
+    monkeypatch.setattr(DPOptimizer, "clip_and_accumulate", record_clip)
+    dp_finetune(tiny_model_dir, TEXTS, tmp_path / "dp", target_epsilon=8.0, epochs=1, batch_size=6, lora=False)
+
+    ids, mask = seen["batch"]
+    assert len(ids) >= 2 and (mask == 0).any()  # several texts, padded to one width
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    for i in range(len(ids)):
+        row = ids[i, : int(mask[i].sum())][None]
+        logits = model(input_ids=row).logits[:, :-1]
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), row[:, 1:].reshape(-1))
+        grads = torch.autograd.grad(loss, params)
+        for g, gs in zip(grads, seen["grad_samples"], strict=True):
+            torch.testing.assert_close(gs[i], g, rtol=1e-3, atol=1e-5)
