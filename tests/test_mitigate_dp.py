@@ -56,12 +56,23 @@ def test_dp_finetune_end_to_end(tmp_path: Path, tiny_model_dir: Path, one_thread
     assert any(not torch.equal(before[k], after[k]) for k in before)
 
 
-def test_smaller_epsilon_more_noise_and_empty_batches(tmp_path: Path, tiny_model_dir: Path, one_thread):
+def test_smaller_epsilon_more_noise_and_empty_batches(tmp_path: Path, tiny_model_dir: Path, monkeypatch, one_thread):
+    from opacus.optimizers import DPOptimizer
+
     # batch_size=1 over 3 texts: sample rate 1/3, so some Poisson batches are empty (noise-only steps).
+    sizes: list[int] = []
+    clip = DPOptimizer.clip_and_accumulate
+
+    def record(self):
+        sizes.append(len(self.grad_samples[0]))
+        return clip(self)
+
+    monkeypatch.setattr(DPOptimizer, "clip_and_accumulate", record)
     texts = TEXTS[:3]
     loose = dp_finetune(tiny_model_dir, texts, tmp_path / "a", target_epsilon=8.0, epochs=3, batch_size=1, seed=1)
     tight = dp_finetune(tiny_model_dir, texts, tmp_path / "b", target_epsilon=1.0, epochs=3, batch_size=1, seed=1)
     assert tight.privacy["noise_multiplier"] > loose.privacy["noise_multiplier"] > 0
+    assert len(sizes) == 18 and 0 in sizes and max(sizes) > 0  # empty batches were stepped (and counted) too
     for r in (loose, tight):
         assert r.privacy["steps"] == 9
         assert 0 < r.privacy["epsilon"] <= r.privacy["target_epsilon"]
