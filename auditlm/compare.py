@@ -17,8 +17,32 @@ comparison over the items both runs scored, matched by stored item id:
 
 A row is paired only when the per-item values reproduce both runs' stored values (their mean over each run's own
 records equals the stored number), so a scorer whose stored metric is not such a mean can never be compared on the
-wrong quantity. Other rows are reported with ``Δ = B.value − A.value`` and no interval (``paired: false`` and the
-reason). Rows reported by one run only, and suites in one run only, are listed.
+wrong quantity.
+
+**Metrics that are not a mean of one value per item** (:meth:`~auditlm.scorers.Scorer.row_statistic`: StereoSet's
+SS, LMS and ICAT — macro averages over target terms and a function of two of them —, the counterfactual templates'
+``relative_negativity`` and ``negativity_spread`` — a mean over an axis's items, a max − min of term means, their
+mean over axes —, and perplexity — ``exp(−Σ ll / Σ tokens)``, a ratio of sums) are paired over the *units* of the
+shared items: the scorer gives per-record columns and a function of their per-unit sums, the unit the suite's own
+aggregate resamples (StereoSet: target; counterfactual templates: ``template_id``; perplexity: document). Both runs'
+values are that function of the shared items' unit sums, ``Δ = B − A``. The interval and test:
+
+* where the metric is linear in the unit sums (``Linear``: a mean over units, or a ratio of sums with the same
+  denominators in both runs — SS, LMS, ``relative_negativity``, bits per byte), the suite's own interval for a mean,
+  :func:`auditlm.stats.mean` (studentized cluster bootstrap, Student's t below five units) of the per-unit changes
+  (weighted by the denominators for a ratio of sums), and Wilcoxon's signed-rank test on them;
+* where it is ``exp`` of such a statistic (perplexities), the same for the log of ``B / A``, whose endpoints are
+  exponentiated (``ratio``, ``ratio_ci_low``, ``ratio_ci_high``; exactly the aggregate's method), while ``Δ`` gets the
+  paired percentile interval below;
+* otherwise (ICAT, the spreads, a token perplexity whose runs tokenised differently) a paired percentile cluster
+  bootstrap (:func:`auditlm.stats.paired_unit_replicates`: the same resampled units for both runs; Hesterberg-expanded
+  level, :func:`auditlm.stats.percentile_interval`) and the bootstrap p-value that inverts it
+  (:func:`auditlm.stats.bootstrap_test`). Like every bootstrap of a max − min, a spread's interval under-covers where
+  the true spread is near 0, and ICAT's near its kink at SS = 0.5.
+
+Such a row is paired only when the function over each run's own records reproduces its stored value. Its p-value
+joins the same Holm family. Other rows are reported with ``Δ = B.value − A.value`` and no interval (``paired:
+false`` and the reason). Rows reported by one run only, and suites in one run only, are listed.
 
 **Non-inferiority gates** (``SUITE.METRIC[FIELD=GROUP]:MARGIN``). *Worse* means further from the metric's ideal
 (``extra["ideal"]``; PII emission rates: 0). The worsening is ``W = |m_B − ideal| − |m_A − ideal|`` over the shared
@@ -30,6 +54,14 @@ bound is the one-sided upper ``1 − α`` bound (``α = 1 − confidence``; the 
 interval). A gate **fails when that upper bound exceeds MARGIN**: B passes only when the data show it is not worse
 than A by more than MARGIN (a non-inferiority test at level α). Few shared items therefore fail a tight margin even
 when nothing changed; that is the honest answer, not a bug.
+
+Gates on row statistics work the same way: ``W`` from the linear statistic's own interval when every unit of both
+runs lies on one side of the ideal (LMS, ideal 1), else from the paired percentile cluster bootstrap of ``W`` (SS,
+ideal 0.5; ICAT; the counterfactual metrics, ideal 0). A metric without an ideal whose change is a ratio
+(:attr:`~auditlm.scorers.Scorer.ratio_metrics`: ``token_perplexity``, ``word_perplexity``, ``byte_perplexity``) is
+gated on ``W = m_B / m_A − 1``: ``utility.perplexity.token_perplexity:0.10`` fails unless the one-sided upper bound of
+``B / A − 1`` (exp of the upper end of the log change's ``1 − 2α`` interval) is at most 0.10, i.e. unless the data
+show perplexity rose by less than 10%.
 """
 
 from __future__ import annotations
