@@ -251,6 +251,24 @@ def test_runner_made_counterfactual_runs_pair(tmp_path: Path):
     assert all(m.delta == 0.0 and m.verdict == "no change" and m.test.p_holm == 1.0 for m in res.metrics)
 
 
+def test_perplexity_other_tokenizer_falls_back_to_bootstrap(suites, tmp_path: Path, capsys):
+    """B tokenised every document into 10% more tokens: token perplexity's denominators differ, so its change and
+    ratio come from the paired bootstrap; word and byte perplexity (same denominators) keep the linear interval."""
+    rng = np.random.default_rng(8)
+    tok = rng.integers(50, 800, 20).astype(float)
+    nll = rng.uniform(2.5, 3.5, 20)
+    a = ppl_rows(-tok * nll, tok)
+    b = [(i, inp, {**sc, "tokens": round(sc["tokens"] * 1.1)}) for i, inp, sc in ppl_rows(-tok * nll * 1.01, tok)]
+    path = _two_runs(tmp_path, suites, PPL, a, b)
+    res = compare_runs(Store(path), "A", "B", n_resamples=500)
+    t, w = _row(res, "token_perplexity"), _row(res, "word_perplexity")
+    assert t.paired and "percentile" in t.ci_method and t.test.name == "paired bootstrap"
+    assert t.ratio == pytest.approx(t.b_shared / t.a_shared) and t.ratio_low <= t.ratio <= t.ratio_high
+    assert w.test.name == "wilcoxon" and w.ratio == pytest.approx(math.exp(0.01 * np.sum(tok * nll) / tok.sum()))
+    rc, out, _ = _cli(["compare", "A", "B", "--store", str(path), "--resamples", "300"], capsys)
+    assert rc == 0 and "(×" in out
+
+
 # --- gates ---------------------------------------------------------------------------------------------------
 
 
