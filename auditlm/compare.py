@@ -17,8 +17,32 @@ comparison over the items both runs scored, matched by stored item id:
 
 A row is paired only when the per-item values reproduce both runs' stored values (their mean over each run's own
 records equals the stored number), so a scorer whose stored metric is not such a mean can never be compared on the
-wrong quantity. Other rows are reported with ``Δ = B.value − A.value`` and no interval (``paired: false`` and the
-reason). Rows reported by one run only, and suites in one run only, are listed.
+wrong quantity.
+
+**Metrics that are not a mean of one value per item** (:meth:`~auditlm.scorers.Scorer.row_statistic`: StereoSet's
+SS, LMS and ICAT — macro averages over target terms and a function of two of them —, the counterfactual templates'
+``relative_negativity`` and ``negativity_spread`` — a mean over an axis's items, a max − min of term means, their
+mean over axes —, and perplexity — ``exp(−Σ ll / Σ tokens)``, a ratio of sums) are paired over the *units* of the
+shared items: the scorer gives per-record columns and a function of their per-unit sums, the unit the suite's own
+aggregate resamples (StereoSet: target; counterfactual templates: ``template_id``; perplexity: document). Both runs'
+values are that function of the shared items' unit sums, ``Δ = B − A``. The interval and test:
+
+* where the metric is linear in the unit sums (``Linear``: a mean over units, or a ratio of sums with the same
+  denominators in both runs — SS, LMS, ``relative_negativity``, bits per byte), the suite's own interval for a mean,
+  :func:`auditlm.stats.mean` (studentized cluster bootstrap, Student's t below five units) of the per-unit changes
+  (weighted by the denominators for a ratio of sums), and Wilcoxon's signed-rank test on them;
+* where it is ``exp`` of such a statistic (perplexities), the same for the log of ``B / A``, whose endpoints are
+  exponentiated (``ratio``, ``ratio_ci_low``, ``ratio_ci_high``; exactly the aggregate's method), while ``Δ`` gets the
+  paired percentile interval below;
+* otherwise (ICAT, the spreads, a token perplexity whose runs tokenised differently) a paired percentile cluster
+  bootstrap (:func:`auditlm.stats.paired_unit_replicates`: the same resampled units for both runs; Hesterberg-expanded
+  level, :func:`auditlm.stats.percentile_interval`) and the bootstrap p-value that inverts it
+  (:func:`auditlm.stats.bootstrap_test`). Like every bootstrap of a max − min, a spread's interval under-covers where
+  the true spread is near 0, and ICAT's near its kink at SS = 0.5.
+
+Such a row is paired only when the function over each run's own records reproduces its stored value. Its p-value
+joins the same Holm family. Other rows are reported with ``Δ = B.value − A.value`` and no interval (``paired:
+false`` and the reason). Rows reported by one run only, and suites in one run only, are listed.
 
 **Non-inferiority gates** (``SUITE.METRIC[FIELD=GROUP]:MARGIN``). *Worse* means further from the metric's ideal
 (``extra["ideal"]``; PII emission rates: 0). The worsening is ``W = |m_B − ideal| − |m_A − ideal|`` over the shared
@@ -30,6 +54,14 @@ bound is the one-sided upper ``1 − α`` bound (``α = 1 − confidence``; the 
 interval). A gate **fails when that upper bound exceeds MARGIN**: B passes only when the data show it is not worse
 than A by more than MARGIN (a non-inferiority test at level α). Few shared items therefore fail a tight margin even
 when nothing changed; that is the honest answer, not a bug.
+
+Gates on row statistics work the same way: ``W`` from the linear statistic's own interval when every unit of both
+runs lies on one side of the ideal (LMS, ideal 1), else from the paired percentile cluster bootstrap of ``W`` (SS,
+ideal 0.5; ICAT; the counterfactual metrics, ideal 0). A metric without an ideal whose change is a ratio
+(:attr:`~auditlm.scorers.Scorer.ratio_metrics`: ``token_perplexity``, ``word_perplexity``, ``byte_perplexity``) is
+gated on ``W = m_B / m_A − 1``: ``utility.perplexity.token_perplexity:0.10`` fails unless the one-sided upper bound of
+``B / A − 1`` (exp of the upper end of the log change's ``1 − 2α`` interval) is at most 0.10, i.e. unless the data
+show perplexity rose by less than 10%.
 """
 
 from __future__ import annotations
@@ -37,8 +69,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -46,7 +78,7 @@ import numpy as np
 from auditlm import stats
 from auditlm.errors import GateError, StoreError, SuiteSpecError, choices
 from auditlm.metrics import MetricResult, stable_seed
-from auditlm.scorers import ItemRecord, Scorer
+from auditlm.scorers import ItemRecord, Linear, RowStatistic, Scorer
 from auditlm.store import Store
 
 SCHEMA = "auditlm.compare/1"
@@ -135,10 +167,15 @@ class MetricComparison:
     note: str | None = None
     test: stats.TestResult | None = None
     verdict: str = "not paired"
-    # the paired per-item values and units (kept for gates; not serialised)
+    #: ``B / A`` over the shared items and its interval (metrics of :attr:`Scorer.ratio_metrics`: perplexities)
+    ratio: float | None = None
+    ratio_low: float | None = None
+    ratio_high: float | None = None
+    # the paired per-item values and units, or the per-unit sums of a row statistic (kept for gates; not serialised)
     _x: np.ndarray | None = field(default=None, repr=False)
     _y: np.ndarray | None = field(default=None, repr=False)
     _clusters: list[str] | None = field(default=None, repr=False)
+    _pair: _UnitPair | None = field(default=None, repr=False)
 
     @property
     def key(self) -> Key:
@@ -156,7 +193,8 @@ class MetricComparison:
             "test": None if t is None else {"name": t.name, "p": t.p, "p_holm": t.p_holm, "n": t.n,
                                             "min_p": t.min_p, "family_size": t.family_size,
                                             "underpowered": t.underpowered},
-            "verdict": self.verdict,
+            "verdict": self.verdict, "ratio": self.ratio, "ratio_ci_low": self.ratio_low,
+            "ratio_ci_high": self.ratio_high,
         }
 
 
@@ -181,7 +219,7 @@ class GateResult:
     group_field: str | None
     group: str | None
     margin: float
-    ideal: float
+    ideal: float | None
     quantity: str
     worsening: float
     upper: float
@@ -284,6 +322,11 @@ def _paired_names(scorer: Scorer | None) -> set[str]:
     return set(vals or {})
 
 
+def _stat_names(scorer: Scorer | None) -> set[str]:
+    """The metrics the scorer describes as a statistic of per-unit sums (:meth:`Scorer.row_statistic`)."""
+    return set() if scorer is None else set(scorer.statistic_metrics)
+
+
 def _ideal(row: MetricResult, scorer: Scorer | None) -> float | None:
     v = row.extra.get("ideal")
     if v is None and scorer is not None:
@@ -360,14 +403,16 @@ def compare_runs(store: Store, run_a: str, run_b: str, *, suites: Sequence[str] 
                             f"{choices(_fmt_key(k) for k in matches)})")
         key = matches[0]
         scorer = scorers.get(suite)
-        names = _paired_names(scorer)
-        if metric not in names:
+        names, snames = _paired_names(scorer), _stat_names(scorer)
+        if metric not in names | snames:
+            valid = (f"{suite}.{n}" for n in sorted(names | snames) if any(k[1] == n for k in overall))
             raise GateError(f"--fail-on-regression '{g.expr}': {suite}.{metric} has no per-item values to pair "
-                            f"(valid: {choices(f'{suite}.{n}' for n in names if (suite, n, None, None) in overall)})")
-        if key[2] is not None and not _is_item_field(store, run_a, suite, key[2]):
+                            f"(valid: {choices(valid)})")
+        if metric in names and key[2] is not None and not _is_item_field(store, run_a, suite, key[2]):
             raise GateError(f"--fail-on-regression '{g.expr}': group field '{key[2]}' is not an item field, so "
                             "the group's items cannot be paired (gate the overall metric instead)")
-        if _ideal(rows_a[key], scorer) is None:
+        ratio_gate = metric not in names and scorer is not None and metric in scorer.ratio_metrics
+        if _ideal(rows_a[key], scorer) is None and not ratio_gate:
             raise GateError(f"--fail-on-regression '{g.expr}': {suite}.{metric} has no ideal value, so which "
                             "direction is worse is not defined")
         resolved.append((g, key))
@@ -387,8 +432,9 @@ def compare_runs(store: Store, run_a: str, run_b: str, *, suites: Sequence[str] 
                             "taken from the installed one")
         keys = [k for k in rows_a if k[0] == sid and k in rows_b]
         names = _paired_names(scorer)
+        snames = _stat_names(scorer) - names
         rec_a = rec_b = None
-        if any(k[1] in names for k in keys):
+        if any(k[1] in names | snames for k in keys):
             rec_a, rec_b = store.items(run_a, sid), store.items(run_b, sid)
             ids_a, ids_b = [r.item_id for r in rec_a], {r.item_id for r in rec_b}
         else:
@@ -398,7 +444,11 @@ def compare_runs(store: Store, run_a: str, run_b: str, *, suites: Sequence[str] 
         ctx = _SuiteData.build(scorer, rec_a, rec_b, shared) if rec_a is not None else None
         for k in keys:
             rng = np.random.default_rng(stable_seed(seed, "compare", *[str(p) for p in k]))
-            metrics.append(_compare_row(rows_a[k], rows_b[k], scorer, names, ctx, confidence, n_resamples, rng))
+            if k[1] in snames and ctx is not None:
+                metrics.append(_compare_stat_row(rows_a[k], rows_b[k], scorer, ctx, confidence, n_resamples, rng))
+            else:
+                metrics.append(_compare_row(rows_a[k], rows_b[k], scorer, names, ctx, confidence, n_resamples,
+                                            rng))
 
     paired = [m for m in metrics if m.paired and m.test is not None]
     for m, t in zip(paired, stats.holm([m.test for m in paired], "compare"), strict=True):  # type: ignore[misc]
@@ -543,6 +593,8 @@ def _verdict(m: MetricComparison, alpha: float) -> str:
         return "not paired"
     if m._x is not None and m._y is not None and np.array_equal(m._x, m._y):
         return "no change"
+    if m._pair is not None and np.array_equal(m._pair.sa, m._pair.sb):
+        return "no change"
     if m.test.underpowered:
         return "underpowered"
     p = m.test.p if m.test.p_holm is None else m.test.p_holm
@@ -556,6 +608,8 @@ def _verdict(m: MetricComparison, alpha: float) -> str:
 
 
 def _gate(g: RegressionGate, m: MetricComparison, confidence: float, n_resamples: int, seed: int) -> GateResult:
+    if m._pair is not None or (m.ideal is None and not m.paired):
+        return _gate_stat(g, m, confidence, n_resamples, seed)
     alpha = 1 - confidence
     level = 1 - alpha  # one-sided
     ideal = m.ideal
@@ -584,3 +638,198 @@ def _gate(g: RegressionGate, m: MetricComparison, confidence: float, n_resamples
     if est.n_units < 2:
         return result(worsening, float("nan"), est.method, est.n_units, est.note)
     return result(worsening, est.high, est.method, est.n_units, est.note)
+
+
+# --- metrics that are not a mean of one value per item: paired over per-unit sums -----------------------------
+
+
+@dataclass
+class _UnitPair:
+    """One row statistic's per-unit sums in both runs over the shared items (rows: the same units)."""
+
+    sa: np.ndarray
+    sb: np.ndarray
+    f: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    linear: Linear | None
+    unit: str
+    n_shared: int
+    #: per-unit changes of the linear statistic and their weights, when ``linear`` and the denominators agree
+    d: np.ndarray | None = None
+    w: np.ndarray | None = None
+
+
+def _unit_sums(cols: np.ndarray, labels: list[str] | None) -> np.ndarray:
+    """Column sums within each unit (first-seen order); without labels every row is its own unit."""
+    if labels is None:
+        return np.asarray(cols, dtype=float)
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(c, len(index)) for c in labels), dtype=np.int64, count=len(labels))
+    out = np.zeros((len(index), cols.shape[1]))
+    np.add.at(out, codes, cols)
+    return out
+
+
+def _value(st: RowStatistic) -> float:
+    """The row statistic over all its records (each run's own units): what the stored value must equal."""
+    cl = None if st.clusters is None else [c for c, k in zip(st.clusters, st.mask.tolist(), strict=True) if k]
+    s = _unit_sums(st.columns[st.mask], cl)
+    if s.shape[0] == 0:
+        return float("nan")
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(st.function(s, np.ones((1, s.shape[0])))[0])
+
+
+def _close(v: float, stored: float) -> bool:
+    return math.isfinite(v) and math.isfinite(stored) and abs(v - stored) <= _TOL * max(1.0, abs(stored))
+
+
+def _linear_change(p: _UnitPair, confidence: float, n_resamples: int, rng: np.random.Generator) -> stats.Estimate:
+    """The suite's own interval of the paired change of the linear statistic ``L``: :func:`auditlm.stats.mean` of
+    the per-unit changes (weighted by the denominators for a ratio of sums), studentized as every mean's."""
+    assert p.d is not None and p.linear is not None
+    return stats.mean(p.d, weights=None if p.linear.macro else p.w, unit=p.unit, confidence=confidence,
+                      n_resamples=n_resamples, random_state=rng)
+
+
+def _scaled(lin: Linear, lo: float, hi: float) -> tuple[float, float]:
+    a, b = lin.scale * lo, lin.scale * hi
+    if lin.exp:
+        a, b = math.exp(a), math.exp(b)
+    return (min(a, b), max(a, b))
+
+
+def _compare_stat_row(ra: MetricResult, rb: MetricResult, scorer: Scorer | None, data: _SuiteData,
+                      confidence: float, n_resamples: int, rng: np.random.Generator) -> MetricComparison:
+    """A row whose metric is a function of per-unit sums (:meth:`Scorer.row_statistic`): both runs' statistic over
+    the shared items' units, the change ``B − A`` (and ``B / A`` for ratio metrics) with the suite's own interval
+    where the statistic is linear and a paired percentile cluster bootstrap otherwise (module docstring)."""
+    base = MetricComparison(ra.suite, ra.metric, ra.group_field, ra.group, Side.of(ra), Side.of(rb),
+                            _ideal(ra, scorer), False, rb.value - ra.value)
+    assert scorer is not None
+    try:
+        st_a = scorer.row_statistic(data.rec_a, ra.metric, ra.group_field, ra.group)
+        st_b = scorer.row_statistic(data.rec_b, ra.metric, ra.group_field, ra.group)
+    except (KeyError, TypeError, ValueError) as e:
+        base.reason = f"the stored items lack what the scorer's row statistic needs ({type(e).__name__}: {e})"
+        return base
+    if st_a is None or st_b is None:
+        base.reason = "the scorer does not describe this row as a statistic of per-unit sums"
+        return base
+    for run, st, row in (("A", st_a, ra), ("B", st_b, rb)):
+        if not _close(_value(st), row.value):
+            base.reason = f"the row statistic does not reproduce run {run}'s stored value"
+            return base
+    ia, ib = data.idx_a, data.idx_b
+    ca, cb = st_a.columns[ia], st_b.columns[ib]
+    keep = st_a.mask[ia] & st_b.mask[ib] & np.all(np.isfinite(ca), axis=1) & np.all(np.isfinite(cb), axis=1)
+    if not keep.any():
+        base.reason = "no item of this row is shared by both runs"
+        return base
+    labels = None if st_a.clusters is None else [st_a.clusters[i] for i in ia[keep].tolist()]
+    sa, sb = _unit_sums(ca[keep], labels), _unit_sums(cb[keep], labels)
+    g, n = int(sa.shape[0]), int(keep.sum())
+    f, lin, unit = st_a.function, st_a.linear, st_a.unit
+    one = np.ones((1, g))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        a_sh, b_sh = float(f(sa, one)[0]), float(f(sb, one)[0])
+    pair = _UnitPair(sa, sb, f, lin, unit, n)
+    ratio_metric = ra.metric in scorer.ratio_metrics
+    if lin is not None and np.array_equal(sa[:, lin.den], sb[:, lin.den]) and np.all(sa[:, lin.den] > 0):
+        den = sa[:, lin.den]
+        pair.d, pair.w = (sb[:, lin.num] - sa[:, lin.num]) / den, den
+    reps: tuple[np.ndarray, np.ndarray] | None = None
+
+    def replicates() -> tuple[np.ndarray, np.ndarray]:
+        nonlocal reps
+        if reps is None:
+            reps = stats.paired_unit_replicates(f, sa, sb, n_resamples=n_resamples, random_state=rng)
+        return reps
+
+    delta = b_sh - a_sh
+    if pair.d is not None and np.all(np.isfinite(pair.d)):
+        assert lin is not None
+        est_l = _linear_change(pair, confidence, n_resamples, rng)
+        test = stats.wilcoxon(pair.d, confidence=confidence)
+        if lin.exp:  # the change itself is not linear: its interval by bootstrap; the ratio's is exp of L's
+            ra_, rb_ = replicates()
+            est = stats.percentile_interval(delta, rb_ - ra_, n=n, n_units=g, unit=unit, confidence=confidence)
+            base.ratio = b_sh / a_sh
+            base.ratio_low, base.ratio_high = _scaled(lin, est_l.low, est_l.high)
+            base.note = (f"ratio B/A: {est_l.method} of the per-{unit} change of the log (exp of its endpoints)"
+                         + (f"; {est_l.note}" if est_l.note else ""))
+        else:
+            lo, hi = _scaled(lin, est_l.low, est_l.high)
+            if math.isfinite(lo) and math.isfinite(hi):  # the same number up to rounding: a degenerate interval holds it
+                lo, hi = min(lo, delta), max(hi, delta)
+            est = replace(est_l, value=delta, low=lo, high=hi, n=n,
+                          method=f"{est_l.method} of the per-{unit} change")
+    else:
+        ra_, rb_ = replicates()
+        est = stats.percentile_interval(delta, rb_ - ra_, n=n, n_units=g, unit=unit, confidence=confidence)
+        test = stats.bootstrap_test(rb_ - ra_, 0.0, g, confidence=confidence)
+        if ratio_metric:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r_est = stats.percentile_interval(b_sh / a_sh, rb_ / ra_, n=n, n_units=g, unit=unit,
+                                                  confidence=confidence)
+            base.ratio, base.ratio_low, base.ratio_high = r_est.value, r_est.low, r_est.high
+    base.paired = True
+    base.a_shared, base.b_shared, base.delta = a_sh, b_sh, delta
+    base.ci_low, base.ci_high, base.ci_method = est.low, est.high, est.method
+    base.confidence, base.unit, base.n_units, base.n_shared = confidence, unit, g, n
+    base.binary, base.test, base._pair = False, test, pair
+    if est.note:
+        base.note = est.note if base.note is None else f"{base.note}; {est.note}"
+    return base
+
+
+def _gate_stat(g: RegressionGate, m: MetricComparison, confidence: float, n_resamples: int,
+               seed: int) -> GateResult:
+    """The gate of a row statistic: ``|m_B − ideal| − |m_A − ideal|``, or ``m_B / m_A − 1`` for a ratio metric
+    without an ideal (perplexity), bounded one-sidedly at ``1 − α`` (the upper end of the two-sided ``1 − 2α``
+    interval): from the linear statistic's own interval where the change is linear and on one side of the ideal
+    (or a ratio of an ``exp`` form), else from the paired percentile cluster bootstrap (Hesterberg-expanded)."""
+    alpha = 1 - confidence
+    two = 1 - 2 * alpha
+    ideal, p = m.ideal, m._pair
+    quantity = "m_B / m_A - 1" if ideal is None else f"|m_B - {ideal:g}| - |m_A - {ideal:g}|"
+
+    def result(worsening: float, upper: float, method: str, n_units: int, note: str | None = None) -> GateResult:
+        passed = math.isfinite(upper) and upper <= g.margin
+        return GateResult(g.expr, m.suite, m.metric, m.group_field, m.group, g.margin, ideal, quantity, worsening,
+                          upper, 1 - alpha, method, m.n_shared or 0, n_units, passed, note)
+
+    if not m.paired or p is None:
+        return result(float("nan"), float("nan"), "none", 0, m.reason or "not paired")
+    a, b, gunits = m.a_shared, m.b_shared, int(p.sa.shape[0])
+    assert a is not None and b is not None
+    rng = np.random.default_rng(stable_seed(seed, "compare-gate", g.expr))
+    linear_ok = p.d is not None and p.linear is not None and bool(np.all(np.isfinite(p.d)))
+    if ideal is None:
+        worsening = b / a - 1
+        if linear_ok and p.linear is not None and p.linear.exp:
+            est = _linear_change(p, two, n_resamples, rng)
+            upper = _scaled(p.linear, est.low, est.high)[1] - 1
+            return result(worsening, upper, f"{est.method} of the per-{p.unit} log change, exp (one-sided upper "
+                          "bound)", est.n_units, est.note)
+        ra, rb = stats.paired_unit_replicates(p.f, p.sa, p.sb, n_resamples=n_resamples, random_state=rng)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            est = stats.percentile_interval(b / a, rb / ra, n=p.n_shared, n_units=gunits, unit=p.unit,
+                                            confidence=two)
+        return result(worsening, est.high - 1, f"{est.method} (one-sided upper bound)", gunits, est.note)
+    worsening = abs(b - ideal) - abs(a - ideal)
+    if linear_ok and p.linear is not None and not p.linear.exp:
+        lin = p.linear
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per = [lin.scale * s[:, lin.num] / s[:, lin.den] for s in (p.sa, p.sb)]
+        both = np.concatenate(per)
+        sign = 1.0 if np.all(both >= ideal) else (-1.0 if np.all(both <= ideal) else 0.0)
+        if sign != 0.0:  # every unit on one side of the ideal: the worsening is ±Δ, bounded by its own interval
+            est = _linear_change(p, two, n_resamples, rng)
+            lo, hi = _scaled(lin, est.low, est.high)
+            upper = hi if sign > 0 else -lo
+            return result(worsening, float(upper), f"{est.method} of the per-{p.unit} change (one-sided upper "
+                          "bound)", est.n_units, est.note)
+    ra, rb = stats.paired_unit_replicates(p.f, p.sa, p.sb, n_resamples=n_resamples, random_state=rng)
+    est = stats.percentile_interval(worsening, np.abs(rb - ideal) - np.abs(ra - ideal), n=p.n_shared,
+                                    n_units=gunits, unit=p.unit, confidence=two)
+    return result(worsening, est.high, f"{est.method} (one-sided upper bound)", gunits, est.note)

@@ -374,11 +374,11 @@ def test_runner_runs_without_item_values(tmp_path: Path):
     values (0: the fake target is deterministic), items still matched and counted."""
     from conftest import write_fake_run
 
-    path = write_fake_run(write_fake_run(tmp_path / "s.sqlite", limit=6), limit=6)
+    sid = "bias.counterfactual_generation"  # (counterfactual_templates pairs now: tests/test_compare_paired.py)
+    path = write_fake_run(write_fake_run(tmp_path / "s.sqlite", limit=6, suite=sid), limit=6, suite=sid)
     with Store(path, readonly=True) as st:
         a, b = (r.run_id for r in reversed(st.list_runs()))
         res = compare_runs(st, a, b)
-    sid = "bias.counterfactual_templates"
     assert res.items[sid].shared == 6 and res.items[sid].only_a == res.items[sid].only_b == 0
     assert res.metrics and all(not m.paired and m.reason and m.verdict == "not paired" for m in res.metrics)
     assert all(m.delta == 0.0 or math.isnan(m.delta) for m in res.metrics)

@@ -23,7 +23,8 @@ def compare(
     fail_on_regression: Annotated[list[str] | None, typer.Option(
         "--fail-on-regression", help="Non-inferiority gate 'SUITE.METRIC[FIELD=GROUP]:MARGIN' (repeatable): exit "
         "1 when the one-sided upper confidence bound of B's worsening over A (distance from the metric's ideal) "
-        "exceeds MARGIN.")] = None,
+        "exceeds MARGIN. For a perplexity (no ideal) the worsening is B/A - 1: "
+        "'utility.perplexity.token_perplexity:0.10' passes only when perplexity rose by less than 10%.")] = None,
     confidence: Annotated[float, typer.Option("--confidence", help="Confidence level of every interval; the "
                                               "alpha (1 - level) of the tests and the gates' one-sided bounds.")
                           ] = 0.95,
@@ -84,7 +85,10 @@ def _print(res) -> None:
             p = f"{m.test.p_holm:.3g}" if m.test.p_holm is not None else f"{m.test.p:.3g}"
         text = m.reason if not m.paired else m.note
         mark = f"[{notes.setdefault(text, len(notes) + 1)}]" if text else ""
-        table.add_row(m.suite, m.metric, group, a, b, _f(m.delta, True), ci, p,
+        delta = _f(m.delta, True)
+        if m.ratio is not None:
+            delta += f" (×{_f(m.ratio)} [{_f(m.ratio_low)}, {_f(m.ratio_high)}])"
+        table.add_row(m.suite, m.metric, group, a, b, delta, ci, p,
                       "" if m.n_shared is None else str(m.n_shared), m.verdict, mark)
     out.print(table)
     for text, k in notes.items():
@@ -99,6 +103,6 @@ def _print(res) -> None:
                   highlight=False)
     for g in res.gates:
         bound = _f(g.upper, True)
-        line = (f"gate {escape(g.expr)}: {'[green]pass[/]' if g.passed else '[red]FAIL[/]'} (worsening {_f(g.worsening, True)}, "
+        line = (f"gate {escape(g.expr)}: {'[green]pass[/]' if g.passed else '[red]FAIL[/]'} (worsening {'B/A - 1 ' if g.ideal is None else ''}{_f(g.worsening, True)}, "
                 f"{g.level:.0%} upper bound {bound} vs margin {g.margin:g})")
         (out if g.passed else err).print(line, highlight=False)

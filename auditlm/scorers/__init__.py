@@ -126,6 +126,53 @@ class ItemRecord:
     score: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Linear:
+    """A row statistic that is ``scale · L`` (``exp(scale · L)`` with ``exp``) of a linear statistic ``L`` of the
+    per-unit sums ``S``: the ratio of sums ``Σ_u S[u, num] / Σ_u S[u, den]``, or with ``macro`` the mean over
+    units of ``S[u, num] / S[u, den]`` (StereoSet's per-target average)."""
+
+    num: int
+    den: int
+    macro: bool = False
+    scale: float = 1.0
+    exp: bool = False
+
+    def function(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """``f(S, w)`` of :class:`RowStatistic` for this form."""
+
+        def f(s: np.ndarray, w: np.ndarray) -> np.ndarray:
+            if self.macro:
+                v = s[:, self.num] / s[:, self.den]
+                lin = (w @ v) / w.sum(axis=1)
+            else:
+                t = w @ s
+                lin = t[:, self.num] / t[:, self.den]
+            return np.exp(self.scale * lin) if self.exp else self.scale * lin
+
+        return f
+
+
+@dataclass(frozen=True)
+class RowStatistic:
+    """A metric row that is not a mean of one value per item, described for ``auditlm compare`` to pair two runs
+    on it (:meth:`Scorer.row_statistic`).
+
+    ``columns`` (records × k) are each record's contributions and ``mask`` says which records the row covers;
+    ``clusters`` is each record's resampling unit (None: the record itself), named ``unit``. The metric is
+    ``function(S, w)``: ``S`` the per-unit sums of the covered records' columns (units × k), ``w`` multiplicities
+    of the units (resamples × units), one value per resample (``w`` all ones gives the metric). ``linear``, when
+    set, says the metric is a scale (or ``exp``) of a linear statistic, so the paired change gets the suite's own
+    interval for a mean; ``function`` must agree with it."""
+
+    columns: np.ndarray
+    mask: np.ndarray
+    function: Callable[[np.ndarray, np.ndarray], np.ndarray]
+    clusters: list[str] | None
+    unit: str
+    linear: Linear | None = None
+
+
 #: Item field types of :attr:`Scorer.item_schema`: ``text`` — a string with something besides whitespace (a
 #: prompt, a sentence the model reads); ``str`` — any string; ``int`` — an integer (not a bool); ``bool``;
 #: ``list``; ``dict``. No string in an item may hold a NUL byte.
@@ -247,6 +294,20 @@ class Scorer:
         disambiguated items). A group row of the same metric is the mean over the records whose input field
         ``group_field`` holds the group. Called with no records it returns the names it covers (empty arrays).
         None (the default): no metric of the suite has per-item values, and runs are compared without pairing."""
+        return None
+
+    #: Metrics :meth:`row_statistic` describes (pairable by ``auditlm compare`` without per-item values).
+    statistic_metrics: ClassVar[tuple[str, ...]] = ()
+    #: Metrics of :attr:`statistic_metrics` without an ideal whose change is reported as a ratio ``B / A`` (positive
+    #: values where lower is better, perplexities); a ``--fail-on-regression`` gate on one bounds ``B / A − 1``.
+    ratio_metrics: ClassVar[tuple[str, ...]] = ()
+
+    def row_statistic(self, records: list[ItemRecord], metric: str, group_field: str | None,
+                      group: str | None) -> RowStatistic | None:
+        """The metric row ``metric`` (overall, or the ``group_field`` = ``group`` row) of :meth:`aggregate` as a
+        function of per-unit sums of per-record columns (:class:`RowStatistic`), for the metrics of
+        :attr:`statistic_metrics` that are not a mean of one value per item (a ratio of sums, a function of
+        several means, a max − min over groups). None for a row it does not describe (the default)."""
         return None
 
     def check(self) -> None:

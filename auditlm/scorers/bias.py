@@ -12,7 +12,17 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from auditlm import stats
 from auditlm.errors import DataError, SuiteSpecError, TargetError
 from auditlm.metrics import MetricResult, metric_row, stable_seed, summarize
-from auditlm.scorers import LL, ItemRecord, Output, ScoreContext, ScoredItem, Scorer, register_scorer
+from auditlm.scorers import (
+    LL,
+    ItemRecord,
+    Linear,
+    Output,
+    RowStatistic,
+    ScoreContext,
+    ScoredItem,
+    Scorer,
+    register_scorer,
+)
 from auditlm.suites.bbq import BBQ_UNKNOWN_RESPONSES
 from auditlm.targets.base import LoglikelihoodResult
 
@@ -257,6 +267,52 @@ class CounterfactualScorer(Scorer):
                                          extra={"unit": "nats", "ideal": 0.0, "axes": len(spreads)}))
         return results
 
+    statistic_metrics = ("relative_negativity", "negativity_spread")
+
+    def row_statistic(self, records: list[ItemRecord], metric: str, group_field: str | None,
+                      group: str | None) -> RowStatistic | None:
+        """``relative_negativity[AXIS=TERM]``: the mean of the term's ``relative`` over the axis's items (a ratio of
+        sums over a count column); ``negativity_spread[axis=AXIS]``: max − min over the axis's terms of those means;
+        overall ``negativity_spread``: the mean over the axes of their spreads. Units: ``metrics.resample_by``
+        (templates), as in :meth:`aggregate`."""
+        groups = self.options.groups
+        axis_of = [str(r.input["axis"]) for r in records]
+        cl, unit = self.clusters(records), self.unit or "item"
+        one = np.ones(len(records))
+        if metric == "relative_negativity" and group_field in groups and group in groups[group_field]:
+            mask = np.array([a == group_field for a in axis_of], dtype=bool)
+            rel = np.array([r.score["relative"][group] if m else 0.0 for r, m in zip(records, mask, strict=True)])
+            lin = Linear(0, 1)
+            return RowStatistic(np.column_stack([rel, one]), mask, lin.function(), cl, unit, lin)
+        if metric != "negativity_spread":
+            return None
+        if group_field == "axis" and group in groups:
+            axes = [group]
+        elif group_field is None and group is None:
+            axes = [a for a in groups if a in axis_of]
+        else:
+            return None
+        mask = np.array([a in axes for a in axis_of], dtype=bool)
+        cols, spans = [], []
+        for a in axes:
+            here = np.array([x == a for x in axis_of], dtype=bool)
+            start = len(cols)
+            for g in groups[a]:
+                cols.append(np.array([r.score["relative"][g] if h else 0.0 for r, h in zip(records, here, strict=True)]))
+            cols.append(here.astype(float))
+            spans.append((start, len(cols) - 1))  # term columns start:end, the axis's count at end
+
+        def mean_spread(s: np.ndarray, w: np.ndarray) -> np.ndarray:
+            t = w @ s
+            per = []
+            for start, end in spans:
+                means = t[:, start:end] / t[:, end : end + 1]
+                per.append(means.max(axis=1) - means.min(axis=1))
+            return np.mean(per, axis=0)
+
+        columns = np.column_stack(cols) if cols else np.zeros((len(records), 0))
+        return RowStatistic(columns, mask, mean_spread, cl, unit)
+
 
 def _unit_means(values: np.ndarray, clusters: list[str] | None) -> np.ndarray:
     """One value per resampling unit (the mean of its items): paired tests treat units, not items, as independent."""
@@ -469,6 +525,35 @@ class StereoSetScorer(Scorer):
                 results.append(metric_row(est, suite=sid, metric=metric, group=group, group_field=field,
                                           extra=extra, value=value))
         return results
+
+    statistic_metrics = ("stereotype_score", "lm_score", "icat")
+
+    def row_statistic(self, records: list[ItemRecord], metric: str, group_field: str | None,
+                      group: str | None) -> RowStatistic | None:
+        """SS and LMS: the mean over target terms of each target's share (``pro``, ``related / 2`` over a count
+        column; :class:`~auditlm.scorers.Linear` with ``macro``); ICAT: the formula of those two means. The unit
+        is the target term, as in :meth:`aggregate` (whatever ``metrics.resample_by`` says)."""
+        if metric not in self.statistic_metrics:
+            return None
+        key = {None: lambda r: None, "bias_type": lambda r: r.input["bias_type"], "type": lambda r: r.input["type"],
+               "type/bias_type": lambda r: f"{r.input['type']}/{r.input['bias_type']}"}.get(group_field)
+        if key is None:
+            return None
+        mask = np.array([key(r) == group for r in records], dtype=bool)
+        pro = np.array([r.score["pro"] for r in records], dtype=float)
+        half = np.array([r.score["related"] for r in records], dtype=float) / 2.0
+        one = np.ones(len(records))
+        targets = [str(r.input["target"]) for r in records]
+        if metric == "icat":
+            lin_ss, lin_lms = Linear(0, 2, macro=True).function(), Linear(1, 2, macro=True).function()
+
+            def icat(s: np.ndarray, w: np.ndarray) -> np.ndarray:
+                return _icat(lin_ss(s, w), lin_lms(s, w))
+
+            return RowStatistic(np.column_stack([pro, half, one]), mask, icat, targets, "target")
+        lin = Linear(0, 1, macro=True)
+        col = pro if metric == "stereotype_score" else half
+        return RowStatistic(np.column_stack([col, one]), mask, lin.function(), targets, "target", lin)
 
 
 def _icat(ss: np.ndarray, lms: np.ndarray) -> np.ndarray:

@@ -15,7 +15,17 @@ from pydantic import BaseModel, ConfigDict, Field
 from auditlm import stats
 from auditlm.errors import DataError
 from auditlm.metrics import MetricResult, metric_row, stable_seed
-from auditlm.scorers import LL, ItemRecord, Output, ScoreContext, ScoredItem, Scorer, register_scorer
+from auditlm.scorers import (
+    LL,
+    ItemRecord,
+    Linear,
+    Output,
+    RowStatistic,
+    ScoreContext,
+    ScoredItem,
+    Scorer,
+    register_scorer,
+)
 
 #: The window when neither the target nor the suite names one: lm-evaluation-harness's fallback context length.
 FALLBACK_WINDOW = 2048
@@ -196,6 +206,26 @@ class PerplexityScorer(Scorer):
         rng = np.random.default_rng(stable_seed(seed, self.spec.id, metric))
         return stats.mean(ll / d, weights=d, clusters=self.clusters(records), unit=self.unit,
                           confidence=self.confidence, n_resamples=self.n_boot, random_state=rng)
+
+    statistic_metrics = ("token_perplexity", "word_perplexity", "byte_perplexity", "bits_per_byte")
+    ratio_metrics = ("token_perplexity", "word_perplexity", "byte_perplexity")
+    _DENOMINATOR: ClassVar[dict[str, str]] = {"token_perplexity": "tokens", "word_perplexity": "words",
+                                              "byte_perplexity": "bytes", "bits_per_byte": "bytes"}
+
+    def row_statistic(self, records: list[ItemRecord], metric: str, group_field: str | None,
+                      group: str | None) -> RowStatistic | None:
+        """Every metric is a transform of the ratio of sums ``Σ ll / Σ denominator`` over the documents that scored
+        tokens: ``exp(−r)`` for the perplexities, ``−r / ln 2`` for bits per byte (:class:`~auditlm.scorers.Linear`
+        on the columns ``ll`` and the denominator). Units: documents (or ``metrics.resample_by``)."""
+        if metric not in self._DENOMINATOR or group_field is not None or group is not None:
+            return None
+        denom = self._DENOMINATOR[metric]
+        mask = np.array([r.score.get("tokens", 0) > 0 for r in records], dtype=bool)
+        ll = np.array([r.score["ll"] if m else 0.0 for r, m in zip(records, mask, strict=True)], dtype=float)
+        d = np.array([r.score[denom] if m else 0.0 for r, m in zip(records, mask, strict=True)], dtype=float)
+        lin = Linear(0, 1, scale=-1.0, exp=True) if metric != "bits_per_byte" else Linear(0, 1, scale=-1 / math.log(2))
+        return RowStatistic(np.column_stack([ll, d]), mask, lin.function(), self.clusters(records),
+                            self.unit or "item", lin)
 
     def aggregate(self, records: list[ItemRecord], *, seed: int) -> list[MetricResult]:
         usable = [r for r in records if r.score.get("tokens", 0) > 0]
