@@ -161,3 +161,20 @@ def test_cda_runs_under_accelerate_launch_with_two_cpu_processes(tiny_model_dir,
     assert proc.stdout.count("sentences had a term") == 1 and proc.stdout.count("fine-tuned model:") == 1
     rec = json.loads((out_dir / "auditlm_mitigation.json").read_text())
     assert rec["training"]["world_size"] == 2 and rec["training"]["steps"] == 3
+
+
+def test_finetune_dp_records_the_epsilon_spent(tiny_model_dir, corpus, tmp_path, capsys, one_thread):
+    out_dir = tmp_path / "dp"
+    code, out, err = run_cli(["mitigate", "finetune", "--corpus", str(corpus), "--out", str(out_dir), "--model",
+                              str(tiny_model_dir), "--dp", "--target-epsilon", "4", "--epochs", "1",
+                              "--batch-size", "4", "--lr", "1e-3", "--full"], capsys)
+    assert code == 0, err
+    rec = json.loads((out_dir / "auditlm_mitigation.json").read_text())
+    assert rec["method"] == "dp-finetune" and 0 < rec["privacy"]["epsilon"] <= 4
+    assert f"ε spent {rec['privacy']['epsilon']:.3f} (target 4.0)" in out
+    code, _, err = run_cli(["mitigate", "finetune", "--corpus", str(corpus), "--out", str(out_dir), "--model",
+                            str(tiny_model_dir), "--dp", "--target-epsilon", "0"], capsys)
+    assert code == 2 and "valid: ε > 0" in err
+    code, _, err = run_cli(["mitigate", "finetune", "--corpus", str(corpus), "--out", str(out_dir), "--model",
+                            str(tiny_model_dir), "--dp", "--resume"], capsys)
+    assert code == 2 and "--resume is not available with --dp" in err
