@@ -1,4 +1,6 @@
-"""Gates (``--fail-on``) and machine-readable run summaries.
+"""Reports: gates (``--fail-on``), machine-readable run summaries, and (in submodules) verdicts, the
+``auditlm.report/1`` document (:func:`build_report`), Markdown, HTML, the model-card section, evidence bundles and
+sign-offs.
 
 JSON summary schema ``auditlm.run/1`` (stable; additions only within a major version)::
 
@@ -156,3 +158,10 @@ def summary(run: Any, suites: list[dict[str, Any]], metrics: list[MetricResult],
         ],
         "gates": [{"expr": g.expr, "passed": ok, "value": _clean(v)} for g, ok, v in (gates or [])],
     }
+
+
+def build_report(store: Any, run_id: str, compare_with: str | None = None, **kw: Any) -> dict[str, Any]:
+    """The ``auditlm.report/1`` document of a stored run (:func:`auditlm.report.jsonreport.build_report`)."""
+    from auditlm.report.jsonreport import build_report as _build
+
+    return _build(store, run_id, compare_with, **kw)
