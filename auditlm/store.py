@@ -679,7 +679,7 @@ class Store:
         :data:`DECISIONS` or a blank reviewer is a one-line :class:`StoreError` naming the valid choices, and
         nothing is written."""
         if decision not in DECISIONS:
-            raise StoreError(f"unknown decision '{decision}' (valid: {choices(DECISIONS)})")
+            raise StoreError(f"unknown decision '{decision}' (valid: {', '.join(DECISIONS)})")
         if not reviewer or not reviewer.strip():
             raise StoreError("a sign-off needs a reviewer name (--reviewer NAME)")
         self.get_run(run_id)
