@@ -172,9 +172,11 @@ def _print_summary(run_id: str, model: str, suites, metrics, details: bool, kind
 
     colour = {DETECTED: "red", NO_EVIDENCE: "green", UNDERPOWERED: "yellow"}
     out.print(f"[bold]run {run_id}[/] · {escape(model)}: summary (headline metric per suite)")
-    for v in suite_verdicts(suites, metrics, kinds):
+    verdicts = suite_verdicts(suites, metrics, kinds)
+    width = max((len(v.suite) for v in verdicts), default=0)
+    for v in verdicts:
         c = colour.get(v.verdict)
-        line = escape(one_line(v))
+        line = escape(one_line(v, width))
         out.print(f"  [{c}]{line}[/]" if c else f"  {line}", highlight=False)
     if not details:
         out.print(f"full table: --details, or 'auditlm report {run_id}' (md, html, json)", highlight=False)

@@ -218,12 +218,14 @@ def _guess_kind(suite: str, metrics: list[MetricResult]) -> str | None:
     return None
 
 
-def one_line(v: Verdict) -> str:
-    """``suite  metric value [lo, hi] (ideal x, n N): verdict — reason``: the ten-second summary line."""
+def one_line(v: Verdict, width: int = 0) -> str:
+    """``suite  metric value 95% CI [lo, hi], ideal x, n=N: VERDICT — reason``: the ten-second summary line
+    (the suite id padded to ``width``)."""
+    suite = v.suite.ljust(width)
     if v.metric is None:
-        return f"{v.suite}: {v.label} — {v.reason}"
+        return f"{suite}  {v.label.upper()} — {v.reason}"
     level = f"{v.confidence:.0%} CI " if v.confidence else "CI "
     ideal = f", ideal {_g(v.ideal)}" if v.ideal is not None else ""
     group = f"[{v.group_field}={v.group}]" if v.group is not None else ""
-    return (f"{v.suite}  {v.metric}{group} {_g(v.value)} {level}[{_g(v.ci_low)}, {_g(v.ci_high)}]{ideal}, "
+    return (f"{suite}  {v.metric}{group} {_g(v.value)} {level}[{_g(v.ci_low)}, {_g(v.ci_high)}]{ideal}, "
             f"n={v.n}: {v.label.upper()} — {v.reason}")
