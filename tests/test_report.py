@@ -98,7 +98,10 @@ def two_runs(tiny_model_dir: Path, tmp_path_factory) -> tuple[Path, str, str]:
         code, out, err = _cli(["run", "--model", str(tiny_model_dir), "--suite", SUITE, "--limit", "8", "--seed", seed,
                                "--store", str(store), "--json"])
         assert code == 0, err
-        ids.append(json.loads(out)["run_id"])
+        summary = json.loads(out)
+        (v,) = summary["verdicts"]  # added within auditlm.run/1
+        assert v["suite"] == SUITE and v["metric"] == "negativity_spread" and v["ideal"] == 0.0
+        ids.append(summary["run_id"])
     return store, ids[0], ids[1]
 
 
@@ -210,3 +213,30 @@ def test_report_compare_and_bad_inputs(two_runs, tmp_path: Path):
                          (["report", a, "--store", str(tmp_path / "none.sqlite")], "no run store")):
         code, out, err = _cli(argv)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_coverage_names_groups_absent_from_the_run(tmp_path: Path):
+    """A --where subset leaves the other axes out: coverage lists them; a skipped suite is listed with why."""
+    from auditlm import runner
+    from auditlm.suites.loader import discover, select
+    from auditlm.targets.fake import FakeTarget
+
+    cfg = runner.RunConfig(model="fake", suites=[SUITE], where={"axis": ["gender"]})
+    prepared = runner.prepare(select(discover(), cfg.suites), cfg, None)
+    with Store(tmp_path / "s.sqlite") as st:
+        t = FakeTarget()
+        rid = runner.start_run(st, t, prepared, cfg, {"bias.bbq": "no benchmark data (pass --data-dir)"})
+        runner.execute(st, rid, t, prepared, cfg)
+        doc = build_report(st, rid)
+    jsonschema.validate(doc, SCHEMA)
+    (absent,) = doc["coverage"]["absent_groups"]
+    assert absent["suite"] == SUITE and absent["field"] == "axis" and absent["present"] == ["gender"]
+    assert {"religion", "age", "disability", "nationality"} <= set(absent["absent"])
+    assert doc["coverage"]["skipped"] == [{"suite": "bias.bbq", "reason": "no benchmark data (pass --data-dir)"}]
+    verdicts = {v["suite"]: v for v in doc["summary"]}
+    assert verdicts["bias.bbq"]["verdict"] == "not_run"
+    assert any(n.startswith("--where axis=gender") for n in doc["coverage"]["notes"])
+    md = render_markdown(doc)
+    assert "Skipped: bias.bbq" in md and "Absent from the audited items" in md and "religion" in md
+    worst = doc["suites"][0]["worst_items"]
+    assert worst and all(w["group"]["axis"] == "gender" and w["group"]["term"] in ("man", "woman") for w in worst)

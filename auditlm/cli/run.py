@@ -152,7 +152,8 @@ def run(
                 unmeasured.append(e)
         row = st.get_run(run_id)
     if as_json:
-        print(json.dumps(summary(row, result.suites, result.metrics, checked), indent=2))
+        print(json.dumps(summary(row, result.suites, result.metrics, checked,
+                                 {p.suite.spec.id: p.suite.spec.kind for p in prepared}), indent=2))
     else:
         if details:
             _print_table(f"run {run_id} · {escape(row.model)}", result.metrics, result.suites)

@@ -101,6 +101,21 @@ def _severity(kind: str | None, score: dict[str, Any]) -> float | None:
     return None
 
 
+def _extreme_term(kind: str | None, score: dict[str, Any]) -> str | None:
+    """The group term a counterfactual item is most extreme for (largest |relative negativity|; most negative
+    generation), the term its severity is of."""
+    try:
+        if kind == "counterfactual_loglikelihood":
+            rel = score.get("relative") or {}
+            return max(rel, key=lambda t: abs(float(rel[t]))) if rel else None
+        if kind == "counterfactual_generation":
+            gens = score.get("generations") or []
+            return str(min(gens, key=lambda g: float(g["sentiment"]))["term"]) if gens else None
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None
+
+
 def _text(d: Any) -> str | None:
     if isinstance(d, str):
         return d
@@ -126,6 +141,9 @@ def _worst_items(store: Any, run_id: str, suite: str, kind: str | None, group_fi
     for sev, _, r in scored[:WORST_K]:
         inp = r.input if isinstance(r.input, dict) else {}
         group = {f: inp.get(f) for f in group_fields if f in inp}
+        term = _extreme_term(kind, r.score)
+        if term is not None:
+            group["term"] = term
         text, output = _text(r.input), _text(r.output)
         if withhold:
             text = output = "[withheld: the run stored raw values; pass --store-raw to include them]"
