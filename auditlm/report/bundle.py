@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from auditlm.errors import StoreError
+from auditlm.errors import DataError, StoreError
 
 EXPORT_SCHEMA = "auditlm.bundle.run/1"
 MANIFEST = "MANIFEST"
@@ -86,12 +86,8 @@ def _model_files(model: str) -> tuple[str, list[Path]]:
     from auditlm.targets import registry
 
     path = Path(model).expanduser()
-    if not path.is_dir():
-        try:
-            if registry.is_pulled(model):
-                path = registry.model_dir(model)
-        except Exception:  # not a built-in name
-            pass
+    if not path.is_dir() and model in registry.KNOWN_MODELS and registry.is_pulled(model):
+        path = registry.model_dir(model)  # the built-in model's converted cache (its GGUF sha256 is the revision)
     if not path.is_dir():
         return "not hashed: not a local folder (a Hub model is identified by its resolved commit in model_info)", []
     files = sorted({f for pat in _WEIGHT_GLOBS for f in path.rglob(pat) if f.is_file()})
@@ -106,16 +102,19 @@ def hashes(run: Any, suites: list[dict[str, Any]], data_dir: str | None) -> dict
     model = {"spec": run.model, "revision": (run.model_info or {}).get("revision"), "location": where,
              "files": [{"path": str(f.relative_to(where)) if where and Path(where) in f.parents else str(f),
                         "size": f.stat().st_size, "sha256": sha256_file(f)} for f in files]}
-    ddir = resolve_data_dir(data_dir)
+    try:
+        ddir = resolve_data_dir(data_dir)
+    except DataError:  # the data folder is gone: its files are reported as not found (now_sha256 null)
+        ddir = None
     data = []
     for s in suites:
         for rec in s.get("data_files") or []:
             entry = {"suite": s["suite_id"], **rec, "now_sha256": None, "matches": None}
             if rec.get("source") not in ("hub", "generator", "inline"):  # a file: hash it again
                 p = Path(rec["path"])
-                if not p.is_absolute() and ddir is not None:
-                    p = Path(ddir) / p
-                if p.is_file():
+                if not p.is_absolute():
+                    p = Path(ddir) / p if ddir is not None else None  # relative to a data folder not given here
+                if p is not None and p.is_file():
                     entry["now_sha256"] = sha256_file(p)
                     entry["matches"] = entry["now_sha256"] == rec.get("sha256")
             data.append(entry)

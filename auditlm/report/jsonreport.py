@@ -182,16 +182,16 @@ def _specs(suite_ids: list[str], probes: list[str]) -> dict[str, Any]:
 
 def _absent_groups(loaded: Any, cfg: dict[str, Any], store: Any, run_id: str) -> list[dict[str, Any]]:
     """Per group field, the values the suite's full data has that none of the run's items has (a --limit or
-    --where subset, or data left out); ``[]`` when the full data cannot be read here."""
+    --where subset, or data left out); ``[]`` when the full data cannot be read here from local files."""
     from auditlm.errors import AuditError
-    from auditlm.suites.datasets import read_suite_data, resolve_data_dir
+    from auditlm.suites.datasets import has_local_data, read_suite_data, resolve_data_dir
 
     spec = loaded.spec
-    if not spec.group_fields:
-        return []
     try:
-        data = read_suite_data(spec, resolve_data_dir(cfg.get("data_dir")), inputs=cfg.get("inputs") or {},
-                               seed=cfg.get("seed", 0))
+        ddir = resolve_data_dir(cfg.get("data_dir"))
+        if not spec.group_fields or spec.run_inputs or not has_local_data(spec, ddir):
+            return []  # a report never reaches the Hub or reads a training corpus again
+        data = read_suite_data(spec, ddir, seed=cfg.get("seed", 0))
     except (AuditError, OSError, ValueError):
         return []
     stored = [r.input for r in store.items(run_id, spec.id) if isinstance(r.input, dict)]
