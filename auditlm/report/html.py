@@ -120,6 +120,9 @@ def render_html(doc: dict[str, Any]) -> str:
         for c in s["charts"]:
             title = f"{s['id']} · {c['metric']} by {c['group_field'] or 'group'}"
             p.append(f"<div class=\"chart\">{chart_svg(c, title)}</div>")
+        if s["charts"]:
+            p.append("<p><small>Each group's value (dot) and interval (line); hollow dots rest on a small n; the "
+                     "dashed red line is the ideal.</small></p>")
         if s["worst_items"]:
             p.append("<p>Worst items (as stored" + ("; RAW" if doc["raw_values"] else ", redacted") + "):</p>")
             p.append(_table(["item", "severity", "group", "text", "output"], [
