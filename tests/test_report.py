@@ -240,3 +240,22 @@ def test_coverage_names_groups_absent_from_the_run(tmp_path: Path):
     assert "Skipped: bias.bbq" in md and "Absent from the audited items" in md and "religion" in md
     worst = doc["suites"][0]["worst_items"]
     assert worst and all(w["group"]["axis"] == "gender" and w["group"]["term"] in ("man", "woman") for w in worst)
+
+
+def test_report_shows_attribution_highlights(two_runs):
+    store, _, rid = two_runs
+    code, _, err = _cli(["explain", rid, "--suite", SUITE, "--top", "2", "--method", "feature_ablation",
+                         "--store", str(store)])
+    assert code == 0, err
+    with Store(store, readonly=True) as st:
+        doc = build_report(st, rid)
+        stored = st.explanations(rid)
+    jsonschema.validate(doc, SCHEMA)
+    assert [(a["item_id"], a["method"]) for a in doc["attributions"]] == [(e.item_id, e.method) for e in stored]
+    first, e = doc["attributions"][0], stored[0]
+    top = max(e.features, key=lambda f: abs(f.attribution))
+    assert first["top_features"][0]["text"] == top.text
+    assert first["target_value"] == pytest.approx(e.target.value)
+    assert doc["group_share"] and all(m["metric"] == "group_term_share" for m in doc["group_share"])
+    md = render_markdown(doc)
+    assert "## Attribution highlights" in md and e.item_id.replace("|", "\\|") in md
