@@ -71,6 +71,7 @@ def test_bundle_has_every_file_and_a_manifest_that_verifies(tiny_run, tiny_model
     code, stdout, err = _cli(["bundle", rid, "--out", str(out), "--store", str(store)])
     assert code == 0, err
     names = sorted(p.name for p in out.iterdir())
+    assert all(p.stat().st_mode & 0o777 == 0o600 for p in out.iterdir())
     assert names == sorted([*FILES, MANIFEST])
     lines = (out / MANIFEST).read_text().splitlines()
     listed = dict(reversed(line.split("  ", 1)) for line in lines)

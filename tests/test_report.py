@@ -176,6 +176,7 @@ def test_markdown_and_html_render_metrics_intervals_and_n(two_runs, tmp_path: Pa
     code, _, err = _cli(["report", rid, "--format", "html", "--out", str(tmp_path / "r.html"), "--store", str(store)])
     assert code == 0, err
     assert (tmp_path / "r.html").read_text().startswith("<!DOCTYPE html>")
+    assert (tmp_path / "r.html").stat().st_mode & 0o777 == 0o600
 
 
 def test_model_card_has_the_numbers_and_valid_model_index(two_runs):

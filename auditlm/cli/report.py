@@ -42,8 +42,10 @@ def report(
     if out_path is None:
         print(text, end="")
         return
+    from auditlm.report.bundle import write_private
+
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    out_path.write_text(text, encoding="utf-8")
+    write_private(out_path, text)  # mode 0600: item texts, even redacted, are the run's data
     out.print(f"report of run {run_id} written to {out_path}" + (" (RAW VALUES: the run was --store-raw)"
                                                                   if doc["raw_values"] else ""), highlight=False)
 

@@ -169,10 +169,16 @@ def export_run(store: Any, run_id: str, *, include_raw: bool) -> dict[str, Any]:
         "explanations": expl, "signoffs": store.signoffs(run_id)})
 
 
-def _write(path: Path, text: str) -> None:
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` with mode 0600 whatever the umask (an existing file is truncated and
+    tightened)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         f.write(text)
+
+
+_write = write_private
 
 
 def write_manifest(out: Path) -> str:

@@ -37,7 +37,9 @@ pii_detector, perplexity        f1 / token_perplexity        —       no verdic
 
 A suite the run skipped gets ``not_run`` with the reason; a suite with no headline row (a custom kind)
 ``no_verdict``. The headline row is the overall one (``group is None``); a suite that reports its headline per
-group only is represented by the group row furthest from the ideal.
+group only (BOLD's and counterfactual generation's ``negative_rate_dp_gap``, per domain or axis) is represented
+by the group row furthest from the ideal, and the verdict names that row. Its interval is that row's own, not
+adjusted for having picked the furthest of several rows, so such a "detected" is read as "in this group".
 """
 
 from __future__ import annotations
