@@ -77,14 +77,9 @@ def signoff(
     store: StoreOpt = None,
 ) -> None:
     """Store a reviewer's decision with the run (who, when, decision, note, evidence digest)."""
-    from auditlm.errors import StoreError
-    from auditlm.report.signoff import evidence_digest
-    from auditlm.store import DECISIONS
+    from auditlm.report.signoff import check_inputs, evidence_digest
 
-    if decision not in DECISIONS:
-        raise StoreError(f"unknown decision '{decision}' (valid: {', '.join(DECISIONS)})")
-    if not reviewer.strip():
-        raise StoreError("a sign-off needs a reviewer name (--reviewer NAME)")
+    check_inputs(reviewer, decision)
     with _open_store(store, readonly=True) as ro:  # every check before anything is written
         ro.get_run(run_id)
         digest = evidence_digest(ro, run_id, bundle_dir)

@@ -178,14 +178,12 @@ def write_private(path: Path, text: str) -> None:
         f.write(text)
 
 
-_write = write_private
-
 
 def write_manifest(out: Path) -> str:
     """Write ``MANIFEST`` (``<sha256>  <path>`` per file, sorted) and return its own sha256."""
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST)
     lines = [f"{sha256_file(p)}  {p.relative_to(out).as_posix()}" for p in files]
-    _write(out / MANIFEST, "\n".join(lines) + "\n")
+    write_private(out / MANIFEST, "\n".join(lines) + "\n")
     return sha256_file(out / MANIFEST)
 
 
@@ -228,15 +226,15 @@ def write_bundle(store: Any, run_id: str, out: Path, *, include_raw: bool = Fals
     out.mkdir(parents=True, exist_ok=True, mode=0o700)
     cfg = run.config or {}
     cmd = reproduce_command(cfg, store_path)
-    _write(out / "report.json", json.dumps(doc, indent=2, ensure_ascii=False))
-    _write(out / "report.md", render_markdown(doc))
-    _write(out / "report.html", render_html(doc))
-    _write(out / "model_card.md", doc["model_card"]["markdown"])
-    _write(out / "run.json", json.dumps(export_run(store, run_id, include_raw=include_raw), indent=2,
+    write_private(out / "report.json", json.dumps(doc, indent=2, ensure_ascii=False))
+    write_private(out / "report.md", render_markdown(doc))
+    write_private(out / "report.html", render_html(doc))
+    write_private(out / "model_card.md", doc["model_card"]["markdown"])
+    write_private(out / "run.json", json.dumps(export_run(store, run_id, include_raw=include_raw), indent=2,
                                         ensure_ascii=False))
-    _write(out / "hashes.json", json.dumps(hashes(run, store.run_suites(run_id), cfg.get("data_dir")), indent=2))
-    _write(out / "environment.json", json.dumps(environment(run), indent=2))
-    _write(out / "reproduce.sh", "#!/bin/sh\n# reproduces auditlm run " + run_id + " from its stored config\n"
+    write_private(out / "hashes.json", json.dumps(hashes(run, store.run_suites(run_id), cfg.get("data_dir")), indent=2))
+    write_private(out / "environment.json", json.dumps(environment(run), indent=2))
+    write_private(out / "reproduce.sh", "#!/bin/sh\n# reproduces auditlm run " + run_id + " from its stored config\n"
            + shlex.join(cmd) + "\n")
     digest = write_manifest(out)
     return {"dir": str(out), "files": [*FILES, MANIFEST], "manifest_sha256": digest}

@@ -43,15 +43,21 @@ def evidence_digest(store: Any, run_id: str, bundle: Path | None = None) -> str:
     return report_digest(build_report(store, run_id, read_data=False))
 
 
-def sign_off(store: Any, run_id: str, *, reviewer: str, decision: str, note: str | None,
-             bundle: Path | None = None) -> dict[str, Any]:
-    """Check the inputs, compute the evidence digest and store the sign-off; returns the stored row. Bad input
-    (unknown run, decision not in :data:`~auditlm.store.DECISIONS`, blank reviewer, a bundle that does not verify)
-    is a one-line :class:`StoreError` and nothing is stored."""
+def check_inputs(reviewer: str, decision: str) -> None:
+    """A decision not in :data:`~auditlm.store.DECISIONS` or a blank reviewer is a one-line :class:`StoreError`
+    naming the valid choices."""
     if decision not in DECISIONS:
         raise StoreError(f"unknown decision '{decision}' (valid: {', '.join(DECISIONS)})")
     if not reviewer or not reviewer.strip():
         raise StoreError("a sign-off needs a reviewer name (--reviewer NAME)")
+
+
+def sign_off(store: Any, run_id: str, *, reviewer: str, decision: str, note: str | None,
+             bundle: Path | None = None) -> dict[str, Any]:
+    """Check the inputs, compute the evidence digest and store the sign-off (``store`` open for writing); returns
+    the stored row. Bad input (:func:`check_inputs`, an unknown run, a bundle that does not verify or is another
+    run's) is a one-line :class:`StoreError` and nothing is stored."""
+    check_inputs(reviewer, decision)
     store.get_run(run_id)
     digest = evidence_digest(store, run_id, bundle)
     return store.add_signoff(run_id, reviewer=reviewer, decision=decision, note=note, bundle_sha256=digest)
