@@ -166,7 +166,23 @@ MIGRATIONS: tuple[str, ...] = (
         delta, seed, seconds, grp, created_at, 'token' FROM explanations;
     DROP TABLE explanations;
     """,
+    # 7: sign-offs (``auditlm signoff``) — who decided what about a run, when, with a note, and the sha256 of the
+    # evidence the decision rests on (the bundle's MANIFEST, or the report JSON). Rows are only ever added.
+    """
+    CREATE TABLE signoffs (
+        run_id TEXT NOT NULL REFERENCES runs(run_id),
+        reviewer TEXT NOT NULL,
+        decision TEXT NOT NULL CHECK(decision IN ('approve','reject','conditional')),
+        note TEXT,
+        bundle_sha256 TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX signoffs_run ON signoffs(run_id);
+    """,
 )
+
+#: ``auditlm signoff`` decisions (the CHECK constraint of the ``signoffs`` table).
+DECISIONS = ("approve", "reject", "conditional")
 
 #: The schema version this auditlm writes.
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -654,6 +670,35 @@ class Store:
                          r["n"], r["grp"], r["group_field"], json.loads(r["extra"]))
             for r in rows
         ]
+
+    # --- sign-offs (schema 7) ---------------------------------------------------------------------------
+
+    def add_signoff(self, run_id: str, *, reviewer: str, decision: str, note: str | None,
+                    bundle_sha256: str | None) -> dict[str, Any]:
+        """Record a reviewer's decision on a run and return the stored row. An unknown run, a decision not in
+        :data:`DECISIONS` or a blank reviewer is a one-line :class:`StoreError` naming the valid choices, and
+        nothing is written."""
+        if decision not in DECISIONS:
+            raise StoreError(f"unknown decision '{decision}' (valid: {', '.join(DECISIONS)})")
+        if not reviewer or not reviewer.strip():
+            raise StoreError("a sign-off needs a reviewer name (--reviewer NAME)")
+        self.get_run(run_id)
+        row = {"reviewer": reviewer.strip(), "decision": decision, "note": note, "bundle_sha256": bundle_sha256,
+               "created_at": _now()}
+        with self._tx() as c:
+            c.execute("INSERT INTO signoffs (run_id, reviewer, decision, note, bundle_sha256, created_at)"
+                      " VALUES (?,?,?,?,?,?)", (run_id, row["reviewer"], decision, note, bundle_sha256,
+                                                row["created_at"]))
+        return row
+
+    def signoffs(self, run_id: str) -> list[dict[str, Any]]:
+        """A run's sign-offs, oldest first (``reviewer``, ``decision``, ``note``, ``bundle_sha256``,
+        ``created_at``); empty for a store of a schema before 7 (read-only readers do not migrate it)."""
+        if not self._has_table("signoffs"):
+            return []
+        rows = self.conn.execute("SELECT reviewer, decision, note, bundle_sha256, created_at FROM signoffs"
+                                 " WHERE run_id=? ORDER BY created_at, rowid", (run_id,))
+        return [dict(r) for r in rows]
 
     # --- explanations (schema 5, keyed by granularity and group since 6) ----------------------------------------------------------------------
 

@@ -370,7 +370,7 @@ def test_small_groups_are_flagged_small_n(ctx: Ctx, monkeypatch, capsys):
     for m in rows:
         if min(m["n"], m["extra"]["ci"]["n_units"]) < SMALL_N:
             assert m["extra"].get("small_n") is True, m
-    main(_cf("--limit", "8", "--store", str(ctx.tmp / "r.sqlite")))
+    main(_cf("--limit", "8", "--store", str(ctx.tmp / "r.sqlite"), "--details"))  # the full table
     table = capsys.readouterr().out
     assert "⚠" in table and "small n" in table  # the table may wrap the n column between the two
 

@@ -349,7 +349,8 @@ def _downgrade_to_4(path: Path) -> None:
     """What the same store looked like before migration 5 (migrations 1–4 are unchanged, so this is exactly a
     store written by an auditlm of schema 4)."""
     con = sqlite3.connect(path)
-    con.executescript("BEGIN; DROP TABLE attributions; DROP TABLE explain_summaries; PRAGMA user_version = 4; "
+    con.executescript("BEGIN; DROP TABLE attributions; DROP TABLE explain_summaries; DROP TABLE signoffs; "
+                      "PRAGMA user_version = 4; "
                       "COMMIT;")
     con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     con.close()
@@ -368,7 +369,7 @@ def test_migration_6_keeps_schema_5_explanations_and_keys_by_granularity_and_gro
     with Store(path, readonly=True) as st:  # a reader of schema 5 (no granularity column) reads token rows
         assert [e.granularity for e in st.explanations("r")] == ["token"]
     with Store(path) as st:
-        assert st.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+        assert st.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
         old = st.explanations("r")
         assert [(e.item_id, e.granularity, e.target.value) for e in old] == [("i", "token", 0.5)]
         # the same item and method at the other granularity and for two group terms: four rows, none replaced
@@ -392,7 +393,7 @@ def test_migrations_5_and_6_upgrade_a_schema_4_store_in_place(hf_run, fake_expla
     path, run_id = hf_run
     _downgrade_to_4(path)
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == 4 == len(MIGRATIONS) - 2
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 4 == len(MIGRATIONS) - 3
     con.close()
     before = _digest(path)
     kept = _dump(path, run_id)
@@ -401,7 +402,7 @@ def test_migrations_5_and_6_upgrade_a_schema_4_store_in_place(hf_run, fake_expla
     assert _digest(path) == before  # and never migrate it
     assert _run(["explain", run_id, "--top", "2", "--store", str(path)], capsys)[0] == 0
     con = sqlite3.connect(path)
-    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 7
     assert con.execute("SELECT count(*) FROM attributions").fetchone()[0] == 2 * len(METHODS)
     con.close()
     assert _dump(path, run_id) == kept  # every run, suite, item and metric kept
@@ -414,7 +415,7 @@ def test_migrations_1_to_4_are_unchanged_and_5_and_6_apply_to_a_fresh_schema_4_s
         con.executescript("BEGIN;" + m + f"PRAGMA user_version = {i + 1};COMMIT;")
     con.close()
     with Store(path) as st:
-        assert st.conn.execute("PRAGMA user_version").fetchone()[0] == 6
+        assert st.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         st.write_explanations("r", [Explanation(SUITE, "i", "feature_ablation", Target("preference", float("nan")),
                                                 "x", [Feature("x", 0, 1, 1.5, "group_term")])])
         got = st.explanations("r")

@@ -35,6 +35,7 @@ from auditlm.cli.explain import explain
 from auditlm.cli.mitigate import mitigate_app
 from auditlm.cli.models import models_app
 from auditlm.cli.privacy import privacy_app
+from auditlm.cli.report import bundle, report, signoff
 from auditlm.cli.run import run
 from auditlm.cli.runs import runs_app
 from auditlm.cli.suites import suites_app
@@ -45,6 +46,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.command()(run)
 app.command()(explain)
 app.command()(compare)
+app.command()(report)
+app.command()(bundle)
+app.command()(signoff)
 app.add_typer(runs_app, name="runs")
 app.add_typer(suites_app, name="suites")
 app.add_typer(models_app, name="models")

@@ -69,9 +69,15 @@ def run(
                                                  "'auditlm privacy canaries'.")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow models whose "
                                                     "repository ships its own code (it runs that code).")] = False,
+    details: Annotated[bool, typer.Option("--details", help="Print the full metrics table after the summary "
+                                          "(every row, interval, n, test and note).")] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Audit a model with probe suites; print the summary and store everything.
+
+    The summary is one line per suite: its headline metric, interval, ideal value and a plain verdict (bias or
+    leakage detected / no evidence / underpowered; rules in :mod:`auditlm.report.verdicts`); ``--details``
+    adds the full table, and ``auditlm report RUN_ID`` has everything.
 
     Everything that can be checked without the model is checked first (flags, suites, items, gates, the
     model's folder or Hub config), and the store is opened (created, for a new run) only after that, so bad
@@ -146,15 +152,35 @@ def run(
                 unmeasured.append(e)
         row = st.get_run(run_id)
     if as_json:
-        print(json.dumps(summary(row, result.suites, result.metrics, checked), indent=2))
+        print(json.dumps(summary(row, result.suites, result.metrics, checked,
+                                 {p.suite.spec.id: p.suite.spec.kind for p in prepared}), indent=2))
     else:
-        _print_table(f"run {run_id} · {escape(row.model)}", result.metrics, result.suites)
+        if details:
+            _print_table(f"run {run_id} · {escape(row.model)}", result.metrics, result.suites)
+        _print_summary(run_id, row.model, result.suites, result.metrics, details,
+                       {p.suite.spec.id: p.suite.spec.kind for p in prepared})
         for g, ok, v in checked:
             (out if ok else err).print(f"gate {g.expr}: {'[green]pass[/]' if ok else '[red]FAIL[/]'} (value {v:.4f})")
     if unmeasured:
         raise unmeasured[0]
     if any(not ok for _, ok, _ in checked):
         raise typer.Exit(1)
+
+
+def _print_summary(run_id: str, model: str, suites, metrics, details: bool, kinds: dict[str, str]) -> None:
+    """The ten-second summary: one line per suite (headline metric, interval, ideal, verdict)."""
+    from auditlm.report.verdicts import DETECTED, NO_EVIDENCE, UNDERPOWERED, one_line, suite_verdicts
+
+    colour = {DETECTED: "red", NO_EVIDENCE: "green", UNDERPOWERED: "yellow"}
+    out.print(f"[bold]run {run_id}[/] · {escape(model)}: summary (headline metric per suite)")
+    verdicts = suite_verdicts(suites, metrics, kinds)
+    width = max((len(v.suite) for v in verdicts), default=0)
+    for v in verdicts:
+        c = colour.get(v.verdict)
+        line = escape(one_line(v, width))
+        out.print(f"  [{c}]{line}[/]" if c else f"  {line}", highlight=False)
+    if not details:
+        out.print(f"full table: --details, or 'auditlm report {run_id}' (md, html, json)", highlight=False)
 
 
 def _resume_reader(store):

@@ -43,6 +43,7 @@ def runs_show(run_id: str, store: StoreOpt = None, as_json: JsonOpt = False) -> 
         row = st.get_run(run_id)
         suites = st.run_suites(run_id)
         metrics = st.metrics(run_id)
+        signoffs = st.signoffs(run_id)
     if as_json:
         print(json.dumps(summary(row, suites, metrics), indent=2))
         return
@@ -57,6 +58,10 @@ def runs_show(run_id: str, store: StoreOpt = None, as_json: JsonOpt = False) -> 
                   + (f" ({s['detail']})" if s["detail"] else "") + f"  digest={s['suite_digest']}")
         for f in s.get("data_files") or []:
             out.print(f"    {f['source']} {f['path']}  size {f['size']} · sha256 {f['sha256'][:16]}…", highlight=False)
+    for so in signoffs:
+        out.print(f"  sign-off: {so['decision']} by {so['reviewer']} at {so['created_at']}"
+                  + (f" — {so['note']}" if so["note"] else "") + f"  evidence sha256 {so['bundle_sha256'] or '—'}",
+                  highlight=False, markup=False)
     _print_table(f"run {row.run_id} · {escape(row.model)}", metrics, [])
 
 

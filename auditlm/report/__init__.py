@@ -1,4 +1,6 @@
-"""Gates (``--fail-on``) and machine-readable run summaries.
+"""Reports: gates (``--fail-on``), machine-readable run summaries, and (in submodules) verdicts, the
+``auditlm.report/1`` document (:func:`build_report`), Markdown, HTML, the model-card section, evidence bundles and
+sign-offs.
 
 JSON summary schema ``auditlm.run/1`` (stable; additions only within a major version)::
 
@@ -6,7 +8,10 @@ JSON summary schema ``auditlm.run/1`` (stable; additions only within a major ver
      "model_info": {...}, "suites": [{"id", "version", "status", "n_items", "detail", "digest",
                                       "data_files": [{"source", "path", "size", "sha256"}] | null}],
      "metrics": [{"suite", "metric", "group", "group_field", "value", "ci_low", "ci_high", "n", "extra"}],
-     "gates": [{"expr", "passed", "value"}]}
+     "gates": [{"expr", "passed", "value"}],
+     "verdicts": [{"suite", "verdict", "label", "reason", "metric", "value", "ci_low", "ci_high", "ideal", ...}]}
+
+``verdicts`` (one per suite, :mod:`auditlm.report.verdicts`) was added within ``auditlm.run/1``.
 
 Rates are fractions in [0, 1]; ``group`` is null for the overall value; NaN is written as null.
 """
@@ -130,8 +135,12 @@ def _clean(x: float) -> float | None:
 
 
 def summary(run: Any, suites: list[dict[str, Any]], metrics: list[MetricResult],
-            gates: list[tuple[Gate, bool, float]] | None = None) -> dict[str, Any]:
-    """The ``auditlm.run/1`` JSON summary of a stored run."""
+            gates: list[tuple[Gate, bool, float]] | None = None, kinds: dict[str, str] | None = None
+            ) -> dict[str, Any]:
+    """The ``auditlm.run/1`` JSON summary of a stored run (``kinds``: suite id → scorer kind, for the verdicts;
+    default: the installed suites')."""
+    from auditlm.report.verdicts import suite_verdicts
+
     return {
         "schema": SCHEMA,
         "run_id": run.run_id,
@@ -155,4 +164,12 @@ def summary(run: Any, suites: list[dict[str, Any]], metrics: list[MetricResult],
             for m in metrics
         ],
         "gates": [{"expr": g.expr, "passed": ok, "value": _clean(v)} for g, ok, v in (gates or [])],
+        "verdicts": [v.to_dict() for v in suite_verdicts(suites, metrics, kinds)],
     }
+
+
+def build_report(store: Any, run_id: str, compare_with: str | None = None, **kw: Any) -> dict[str, Any]:
+    """The ``auditlm.report/1`` document of a stored run (:func:`auditlm.report.jsonreport.build_report`)."""
+    from auditlm.report.jsonreport import build_report as _build
+
+    return _build(store, run_id, compare_with, **kw)
