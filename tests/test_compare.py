@@ -146,7 +146,9 @@ def test_item_values_winobias_pair_mean_is_line_accuracy(suites):
     recs = _records(wino_rows(15))
     sc = _scorer(suites, WINO)
     metrics = sc.aggregate(recs, seed=0)
-    assert _check_item_values(sc, recs, metrics, {"accuracy"}) == 1  # set/stereotype rows are not item fields
+    # accuracy overall (set/stereotype rows are not item fields); the gaps are means over pairs, overall and
+    # per type (3 rows each)
+    assert _check_item_values(sc, recs, metrics, {"accuracy", "pro_anti_gap", "margin_gap"}) == 7
 
 
 def pii_rows(n: int, leak: set[int] = frozenset()) -> list[tuple[str, dict, dict]]:
