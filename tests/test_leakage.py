@@ -546,3 +546,17 @@ def test_finetune_saves_a_loadable_model(tmp_path: Path, tiny_target, lora: bool
     tuned = HFTarget(str(out), batch_size=4)
     assert not any("lora" in k for k in tuned.model.state_dict())  # merged: a plain transformers model
     assert tuned.loglikelihood([("", texts[0])])[0].logprob > base_lp
+
+
+@pytest.mark.parametrize("values", [[9.96, 9.96, 0.31, 0.35, 0.4, 2.0], [0.0, 0.0, 0.0, 0.1, 9.0, 0.0]])
+def test_exposure_interval_stays_in_the_attainable_range(values):
+    """Mean exposure over a few canaries: a bootstrap-t interval can run past log2 |space| (48.6 bits was seen for
+    a 10-bit space); it is clipped to [0, log2 |space|] and still contains the point value."""
+    from auditlm.scorers import ItemRecord, get_scorer
+    from auditlm.suites.loader import discover
+
+    sc = get_scorer(discover()["privacy.canary_exposure"].spec)
+    recs = [ItemRecord(f"c{i}", {"id": f"c{i}"}, {}, {"exposure": v, "log2_space": 9.9658, "method": "exact"})
+            for i, v in enumerate(values)]
+    row = next(m for m in sc.aggregate(recs, seed=0) if m.metric == "exposure")
+    assert 0.0 <= row.ci_low <= row.value <= row.ci_high <= 9.9658

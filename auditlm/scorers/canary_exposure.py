@@ -3,6 +3,7 @@ Security; see :mod:`auditlm.privacy.canaries`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, ClassVar
 
@@ -123,6 +124,13 @@ class CanaryExposureScorer(Scorer):
         methods = sorted({r.score["method"] for r in records})
         extra = {"log2_space": float(top.max()), "method": "/".join(methods), "unit_of_value": "bits"}
         res = summarize(x, suite=sid, metric="exposure", kind="mean", extra=extra, **kw)
+        # exposure lies in [0, log2 |space|]: a bootstrap-t interval over a few canaries can leave that range
+        # (48.6 bits for a 10-bit space was seen); clipping to it never lowers coverage
+        for k, m in enumerate(res):
+            lo, hi = max(m.ci_low, 0.0), min(m.ci_high, float(top.max()))
+            if (lo, hi) != (m.ci_low, m.ci_high):
+                ci = {**m.extra.get("ci", {}), "clipped_to": [0.0, float(top.max())]}
+                res[k] = dataclasses.replace(m, ci_low=lo, ci_high=hi, extra={**m.extra, "ci": ci})
         i = int(np.argmax(x))
         est = stats.Estimate(float(x[i]), float(x[i]), float(x[i]), int(x.size), "none (a maximum over the planted set)",
                              self.confidence, int(x.size), "canary",
