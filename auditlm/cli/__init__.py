@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import NoSuchOption, UsageError
 
 from auditlm.cli.compare import compare
+from auditlm.cli.dashboard import dashboard
 from auditlm.cli.explain import explain
 from auditlm.cli.mitigate import mitigate_app
 from auditlm.cli.models import models_app
@@ -45,6 +46,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 app.command()(run)
 app.command()(explain)
 app.command()(compare)
+app.command()(dashboard)
 app.add_typer(runs_app, name="runs")
 app.add_typer(suites_app, name="suites")
 app.add_typer(models_app, name="models")
