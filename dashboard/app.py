@@ -3,7 +3,7 @@
 Start it with ``auditlm dashboard [--store PATH] [--port N] [--host 127.0.0.1]`` (or ``streamlit run
 dashboard/app.py -- --store PATH``). Pages, each deep-linkable by its query parameters:
 
-- ``/runs`` — every run (filter and search);
+- ``/`` — Runs: every run (filter and search: ``?q=TEXT&status=S&model=M``);
 - ``/run?run=ID`` — a run's metrics, per-group charts with fairlearn disparities, gates, provenance, coverage;
 - ``/items?run=ID&suite=S`` — the most biased or leaking items first;
 - ``/explain?run=ID&suite=S&item=I`` — stored attributions as token heatmaps, and the per-group view;
@@ -27,10 +27,10 @@ import streamlit as st  # noqa: E402
 
 st.set_page_config(page_title="auditlm", layout="wide")
 pages = [
-    st.Page(str(_HERE / "pages" / "runs.py"), title="Runs", url_path="runs", default=True),
-    st.Page(str(_HERE / "pages" / "run.py"), title="Run", url_path="run"),
-    st.Page(str(_HERE / "pages" / "items.py"), title="Items", url_path="items"),
-    st.Page(str(_HERE / "pages" / "explain.py"), title="Explain", url_path="explain"),
-    st.Page(str(_HERE / "pages" / "compare.py"), title="Compare", url_path="compare"),
+    st.Page(str(_HERE / "views" / "runs.py"), title="Runs", url_path="runs", default=True),
+    st.Page(str(_HERE / "views" / "run.py"), title="Run", url_path="run"),
+    st.Page(str(_HERE / "views" / "items.py"), title="Items", url_path="items"),
+    st.Page(str(_HERE / "views" / "explain.py"), title="Explain", url_path="explain"),
+    st.Page(str(_HERE / "views" / "compare.py"), title="Compare", url_path="compare"),
 ]
 st.navigation(pages).run()

@@ -45,7 +45,7 @@ def fmt(x: Any, digits: int = 3) -> str:
 
 
 def link(page: str, label: str, **params: str) -> None:
-    st.page_link(f"pages/{page}.py", label=label, query_params={k: v for k, v in params.items() if v})
+    st.page_link(f"views/{page}.py", label=label, query_params={k: v for k, v in params.items() if v})
 
 
 def not_found(what: str, valid: list[str]) -> None:

@@ -33,7 +33,7 @@ def _page(store: Path, page: str, timeout: float = 120, **params: str) -> AppTes
     for k, v in params.items():
         at.query_params[k] = v
     if page != "runs":
-        at.switch_page(f"pages/{page}.py")
+        at.switch_page(f"views/{page}.py")
     return at.run()
 
 

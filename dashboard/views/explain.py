@@ -77,8 +77,8 @@ st.header("Per-group attribution")
 share = [m for m in info["explain_summary"].get("group_share", []) if m["suite"] == suite]
 if share:
     df = pd.DataFrame(share)
-    df["label"] = [f"{f}={g}" if g is not None else "overall" for f, g in zip(df["group_field"], df["group"],
-                                                                             strict=True)]
+    df["label"] = ["overall" if pd.isna(g) else (f"{f}={g}" if isinstance(f, str) else str(g))
+                   for f, g in zip(df["group_field"], df["group"], strict=True)]
     st.dataframe(df[["metric", "label", "value", "ci_low", "ci_high", "n"]], hide_index=True)
     base = alt.Chart(df).encode(y=alt.Y("label:N", sort=None, title=None))
     st.altair_chart(alt.layer(base.mark_errorbar(ticks=True).encode(x=alt.X("ci_low:Q", title="share"), x2="ci_high:Q"),

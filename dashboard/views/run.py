@@ -65,8 +65,8 @@ def _test(extra: dict[str, Any]) -> str:
 
 def _table(df: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
-        "metric": df["metric"], "group": [("" if g is None else f"{f}={g}") for f, g in zip(df["group_field"],
-                                                                                          df["group"], strict=True)],
+        "metric": df["metric"], "group": ["" if pd.isna(g) else (f"{f}={g}" if isinstance(f, str) else str(g))
+                                   for f, g in zip(df["group_field"], df["group"], strict=True)],
         "value": df["value"], "ci_low": df["ci_low"], "ci_high": df["ci_high"], "n": df["n"],
         "ideal": [e.get("ideal") for e in df["extra"]], "flags": [_flags(e) for e in df["extra"]],
         "test": [_test(e) for e in df["extra"]], "note": [e.get("note") or "" for e in df["extra"]],
