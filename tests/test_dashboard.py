@@ -136,6 +136,7 @@ def test_compare_page_renders_auditlm_compare(dash_stores: Stores):
     _ok(at)
     df = at.dataframe[0].value
     assert {"delta", "ci_low", "ci_high", "p_holm", "verdict", "significant"} <= set(df.columns)
+    assert df["paired"].any() and df.loc[df["paired"], "ci_low"].notna().any()  # paired intervals shown
     assert "pct_stereotype" in set(df["metric"])
     assert any("significant change" in m.value for m in at.markdown)
     assert {"Utility change", "Non-inferiority"} <= {h.value for h in at.header}
@@ -247,3 +248,29 @@ def test_fifty_runs_hundred_thousand_items(tmp_path: Path, capsys):
     with capsys.disabled():
         print(f"\n50 runs / 100k items: built in {build:.1f} s; AppTest cold page times (s): "
               + ", ".join(f"{k} {v:.2f}" for k, v in times.items()))
+
+
+def test_cli_passes_loopback_no_stats_and_the_store(tmp_path: Path, capsys):
+    from conftest import run_cli
+
+    from auditlm.cli.dashboard import STORE_ENV, dashboard_dir, streamlit_command
+
+    cmd, env, cwd = streamlit_command(tmp_path / "missing.sqlite", "127.0.0.1", 8600)
+    assert cmd[:4] == [sys.executable, "-m", "streamlit", "run"] and cmd[4] == str(dashboard_dir() / "app.py")
+    flags = dict(zip(cmd[5::2], cmd[6::2], strict=False))
+    assert flags["--server.address"] == "127.0.0.1" and flags["--server.port"] == "8600"
+    assert flags["--browser.gatherUsageStats"] == "false" and flags["--server.headless"] == "true"
+    assert env[STORE_ENV] == str(tmp_path / "missing.sqlite") and cwd == dashboard_dir()
+    for bad in ("0", "70000", "abc"):
+        code, _, err = run_cli(["dashboard", "--port", bad, "--store", str(tmp_path / "x.sqlite")], capsys)
+        assert code == 2 and "--port" in err
+
+
+def test_shipped_config_and_wheel_layout():
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    cfg = tomllib.loads((ROOT / "dashboard" / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["address"] == "127.0.0.1" and cfg["server"]["headless"] is True
+    assert cfg["browser"]["gatherUsageStats"] is False
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]["dashboard"] == "auditlm/_dashboard"
