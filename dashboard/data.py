@@ -211,16 +211,25 @@ def explanations(path: str, ver: str, run_id: str, suite: str | None) -> list[di
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
-def compare(path: str, ver: str, a: str, b: str) -> tuple[dict[str, Any] | None, str | None]:
-    """``auditlm compare A B`` as its ``auditlm.compare/1`` document, or ``(None, the one-line reason)``."""
-    from auditlm.compare import compare_runs
+def compare(path: str, ver: str, a: str, b: str, margin: float | None = None
+            ) -> tuple[dict[str, Any] | None, str | None]:
+    """``auditlm compare A B`` as its ``auditlm.compare/1`` document, or ``(None, the one-line reason)``. With
+    ``margin``, every overall paired row with an ideal is also gated for non-inferiority
+    (``--fail-on-regression SUITE.METRIC:MARGIN``)."""
+    from auditlm.compare import compare_runs, parse_regression_gate
 
     with _open(path) as s:
         try:
-            return compare_runs(s, a, b).to_json(), None
+            doc = compare_runs(s, a, b).to_json()
+            if margin is None:
+                return doc, None
+            gates = [parse_regression_gate(f"{m['suite']}.{m['metric']}:{margin}") for m in doc["metrics"]
+                     if m["group"] is None and m["paired"] and m["ideal"] is not None]
+            if gates:
+                doc = compare_runs(s, a, b, gates=gates).to_json()
+            return doc, None
         except AuditError as e:
             return None, str(e)
-
 
 @st.cache_resource(show_spinner=False)
 def suite_group_fields() -> dict[str, list[str]]:

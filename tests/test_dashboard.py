@@ -274,3 +274,12 @@ def test_shipped_config_and_wheel_layout():
     assert cfg["browser"]["gatherUsageStats"] is False
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]["dashboard"] == "auditlm/_dashboard"
+
+
+def test_compare_page_non_inferiority_margin(dash_stores: Stores):
+    at = _page(dash_stores.path, "compare", a=dash_stores.run_a, b=dash_stores.run_b, margin="0.5")
+    _ok(at)
+    assert "Non-inferiority" in [h.value for h in at.header]
+    gates = at.dataframe[-2].value if len(at.dataframe) > 2 else None
+    assert gates is not None and "passed" in gates.columns and len(gates) >= 1
+    assert any("gates" in x.value for x in [*at.success, *at.error])

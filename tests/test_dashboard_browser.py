@@ -57,7 +57,7 @@ def _pages(s: Stores) -> dict[str, str]:
         "items": f"/items?run={s.run_a}&suite=bias.crows_pairs",
         "items_pii": f"/items?run={s.run_p}&suite={PII}",
         "explain": f"/explain?run={s.run_a}&suite=bias.counterfactual_templates&item={s.explained_item}",
-        "compare": f"/compare?a={s.run_a}&b={s.run_b}",
+        "compare": f"/compare?a={s.run_a}&b={s.run_b}&margin=0.05",
     }
 
 

@@ -25,7 +25,17 @@ if a is None or b is None:
 for x in (a, b):
     if x not in ids:
         ui.not_found(f"unknown run '{x}' in this store", ids)
-doc, problem = data.compare(path, ver, a, b)
+try:
+    margin0 = float(ui.param("margin")) if ui.param("margin") else None
+except ValueError:
+    margin0 = None
+margin = st.number_input("non-inferiority margin (gate every overall paired metric with an ideal; 0: off)",
+                         min_value=0.0, value=margin0 or 0.0, step=0.01, format="%.3f")
+if margin > 0:
+    st.query_params["margin"] = f"{margin:g}"
+elif "margin" in st.query_params:
+    del st.query_params["margin"]
+doc, problem = data.compare(path, ver, a, b, margin if margin > 0 else None)
 if doc is None:
     st.warning(f"cannot compare: {problem}")
     st.stop()
@@ -93,10 +103,16 @@ else:
 
 st.header("Non-inferiority")
 if doc["gates"]:
-    st.dataframe(pd.DataFrame(doc["gates"]), hide_index=True, width="stretch")
+    gates = pd.DataFrame(doc["gates"])
+    n_fail = int((~gates["passed"]).sum())
+    (st.error if n_fail else st.success)(
+        f"{n_fail} of {len(gates)} gates fail: B may be worse than A by more than the margin" if n_fail else
+        f"all {len(gates)} gates pass: B is not worse than A by more than the margin (one-sided bound)")
+    st.dataframe(gates[["expr", "worsening", "upper", "level", "margin", "passed", "method", "n_shared", "note"]],
+                 hide_index=True, width="stretch")
 else:
-    st.caption("no --fail-on-regression gate given; per-row verdicts are in the table's verdict column "
-               "(`auditlm compare A B --fail-on-regression SUITE.METRIC:MARGIN` to gate)")
+    st.caption("no margin set: per-row verdicts are in the table's verdict column (set a margin above, or "
+               "`auditlm compare A B --fail-on-regression SUITE.METRIC:MARGIN`)")
 st.header("Items")
 st.dataframe(pd.DataFrame([{"suite": k, **v} for k, v in doc["items"].items()]), hide_index=True)
 if doc["suites_only_in_a"] or doc["suites_only_in_b"]:
