@@ -23,7 +23,12 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
+import json  # noqa: E402
+import sqlite3  # noqa: E402
+
 import streamlit as st  # noqa: E402
+
+from auditlm.errors import AuditError  # noqa: E402
 
 st.set_page_config(page_title="auditlm", layout="wide")
 pages = [
@@ -33,4 +38,12 @@ pages = [
     st.Page(str(_HERE / "views" / "explain.py"), title="Explain", url_path="explain"),
     st.Page(str(_HERE / "views" / "compare.py"), title="Compare", url_path="compare"),
 ]
-st.navigation(pages).run()
+page = st.navigation(pages)
+try:
+    page.run()
+except (AuditError, sqlite3.DatabaseError, json.JSONDecodeError, KeyError, TypeError) as e:
+    # a store that opened but whose content is damaged (or not what this auditlm wrote): say so, no traceback
+    import data
+
+    st.error(f"This store cannot be shown: {' '.join(str(e).split()) or type(e).__name__} (store "
+             f"{data.store_path()}; it was opened read-only and is unchanged).")

@@ -283,3 +283,20 @@ def test_compare_page_non_inferiority_margin(dash_stores: Stores):
     gates = at.dataframe[-2].value if len(at.dataframe) > 2 else None
     assert gates is not None and "passed" in gates.columns and len(gates) >= 1
     assert any("gates" in x.value for x in [*at.success, *at.error])
+
+
+def test_damaged_content_is_a_clear_page(dash_stores: Stores, tmp_path: Path):
+    import shutil
+
+    bad = tmp_path / "damaged.sqlite"
+    with sqlite3.connect(dash_stores.path) as src, sqlite3.connect(bad) as dst:
+        src.backup(dst)
+    with sqlite3.connect(bad) as con:
+        con.execute("UPDATE items SET score='{not json' WHERE run_id=?", (dash_stores.run_a,))
+        con.execute("UPDATE runs SET model_info='[broken' WHERE run_id=?", (dash_stores.run_b,))
+    shutil.copymode(dash_stores.path, bad)
+    for page, params in (("runs", {}), ("items", {"run": dash_stores.run_a, "suite": "bias.crows_pairs"}),
+                         ("run", {"run": dash_stores.run_b})):
+        at = _page(bad, page, **params)
+        _ok(at)
+        assert at.error and "cannot be shown" in at.error[0].value, page
