@@ -90,7 +90,14 @@ def test_every_page_in_chromium(dash_stores: Stores, tmp_path: Path):
                 assert page.locator('[data-testid="stException"]').count() == 0, (name, body)
                 assert "Page not found" not in body, name
                 texts[name] = page.inner_text("body")
+                # Streamlit scrolls inside its main block, not the document: grow the viewport to the page's
+                # height so that the screenshot holds all of it
+                height = page.evaluate("() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
+                                       "[data-testid=stMainBlockContainer]')].map(e => e.scrollHeight), 1000)")
+                page.set_viewport_size({"width": 1400, "height": min(int(height) + 100, 16000)})
+                time.sleep(1.0)
                 page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+                page.set_viewport_size({"width": 1400, "height": 1000})
             browser.close()
     finally:
         proc.terminate()

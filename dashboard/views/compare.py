@@ -83,7 +83,7 @@ paired = view[view["paired"] & view["ci_low"].notna()]
 if not paired.empty:
     paired = paired.assign(label=paired["suite"].str.split(".").str[-1] + "." + paired["metric"]
                            + paired["group"].map(lambda g: f"[{g}]" if g else ""))
-    base = alt.Chart(paired).encode(y=alt.Y("label:N", sort=None, title=None))
+    base = alt.Chart(paired).encode(y=alt.Y("label:N", sort=None, title=None, axis=alt.Axis(labelLimit=360, labelOverlap=False)))
     chart = alt.layer(
         base.mark_errorbar(ticks=True).encode(x=alt.X("ci_low:Q", title="Δ = B − A (paired interval)"),
                                               x2="ci_high:Q"),

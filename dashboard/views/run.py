@@ -79,7 +79,7 @@ def _chart(df: pd.DataFrame, y: str, title: str) -> alt.LayerChart:
                   ci_high=df["ci_high"].astype(float))
     d["ideal"] = [e.get("ideal") for e in df["extra"]]
     d["flags"] = [_flags(e) for e in df["extra"]]
-    base = alt.Chart(d).encode(y=alt.Y(f"{y}:N", title=None, sort=None))
+    base = alt.Chart(d).encode(y=alt.Y(f"{y}:N", title=None, sort=None, axis=alt.Axis(labelLimit=320, labelOverlap=False)))
     bars = base.mark_errorbar(ticks=True).encode(x=alt.X("ci_low:Q", title=title), x2="ci_high:Q")
     pts = base.mark_point(filled=True, size=60).encode(
         x="value:Q", color=alt.Color("flags:N", title="flags", scale=alt.Scale(scheme="set1")),
@@ -89,7 +89,7 @@ def _chart(df: pd.DataFrame, y: str, title: str) -> alt.LayerChart:
     if len(ideals) == 1:
         layers.append(alt.Chart(pd.DataFrame({"ideal": [ideals.pop()]})).mark_rule(color="red", strokeDash=[4, 3])
                       .encode(x="ideal:Q"))
-    return alt.layer(*layers).properties(height=max(60, 24 * len(d)))
+    return alt.layer(*layers).properties(height=max(60, 30 * len(d)))
 
 
 @st.cache_data(show_spinner=False)
@@ -101,7 +101,7 @@ def _disparity(groups: tuple[str, ...], values: tuple[float, ...]) -> dict[str, 
     from auditlm.metrics import disaggregate
 
     frame = disaggregate(np.asarray(values, float), list(groups), group_field="group")
-    out = {"difference": float(frame.difference()), "max": str(frame.group_max()), "min": str(frame.group_min())}
+    out = {"difference": float(frame.difference()), "max": float(frame.group_max()), "min": float(frame.group_min())}
     by = frame.by_group
     out["best"], out["worst"] = str(by.idxmin()), str(by.idxmax())
     out["ratio"] = float(frame.ratio()) if min(values) >= 0 else None
