@@ -42,7 +42,6 @@ _KINDS = ("crows_pairs", "stereoset", "bbq", "winobias", "counterfactual_loglike
           "counterfactual_generation", "honest", "pii_emission")
 
 
-
 def explainable_kinds() -> tuple[str, ...]:
     """The scorer kinds ``auditlm explain`` supports (``bias.counterfactual_templates`` has kind
     ``counterfactual_loglikelihood``)."""
