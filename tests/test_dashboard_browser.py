@@ -50,6 +50,49 @@ def _wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 90) -> None
     raise AssertionError("the dashboard did not come up")
 
 
+class _Server:
+    """``auditlm dashboard --store STORE --port FREE`` as a process, until the block ends."""
+
+    def __init__(self, store: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
+                                                            os.environ.get("PYTHONPATH", "")])}
+        self.proc = subprocess.Popen([sys.executable, "-m", "auditlm", "dashboard", "--store", str(store),
+                                      "--port", str(self.port)], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+
+    def __enter__(self) -> _Server:
+        try:
+            _wait_healthy(self.url, self.proc)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def test_missing_store_is_a_page_not_an_error(tmp_path: Path):
+    """A store that does not exist (yet) is not an error for ``auditlm dashboard``: the page says so."""
+    with _Server(tmp_path / "nothing-here.sqlite") as srv, playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        page.goto(srv.url + "/run?run=x", wait_until="networkidle", timeout=90_000)
+        page.wait_for_selector("h1", timeout=60_000)
+        time.sleep(1.0)
+        body = page.inner_text("body")
+        assert page.locator('[data-testid="stException"]').count() == 0, body
+        assert "No run store yet" in body and "nothing-here.sqlite" in body
+        browser.close()
+    assert not (tmp_path / "nothing-here.sqlite").exists()  # nothing created
+
+
 def _pages(s: Stores) -> dict[str, str]:
     return {
         "runs": "/",  # the default page (st.navigation serves it at the root)
@@ -63,48 +106,35 @@ def _pages(s: Stores) -> dict[str, str]:
 
 def test_every_page_in_chromium(dash_stores: Stores, tmp_path: Path):
     before = _sha(dash_stores.path)
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
-                                                        os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen([sys.executable, "-m", "auditlm", "dashboard", "--store", str(dash_stores.path),
-                             "--port", str(port)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shots = tmp_path / "screenshots"
     shots.mkdir()
     texts: dict[str, str] = {}
-    try:
-        _wait_healthy(url, proc)
-        with playwright.sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            outside: list[str] = []
-            page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url)
-                    and not r.url.startswith("data:") else None)
-            for name, path in _pages(dash_stores).items():
-                page.goto(url + path, wait_until="networkidle", timeout=90_000)
-                page.wait_for_selector("h1", timeout=60_000)
-                page.wait_for_function(
-                    "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
-                time.sleep(1.5)
-                body = page.inner_text("body")
-                assert page.locator('[data-testid="stException"]').count() == 0, (name, body)
-                assert "Page not found" not in body, name
-                texts[name] = page.inner_text("body")
-                # Streamlit scrolls inside its main block, not the document: grow the viewport to the page's
-                # height so that the screenshot holds all of it
-                height = page.evaluate("() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
-                                       "[data-testid=stMainBlockContainer]')].map(e => e.scrollHeight), 1000)")
-                page.set_viewport_size({"width": 1400, "height": min(int(height) + 100, 16000)})
-                time.sleep(1.0)
-                page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
-                page.set_viewport_size({"width": 1400, "height": 1000})
-            browser.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with _Server(dash_stores.path) as srv, playwright.sync_playwright() as p:
+        url = srv.url
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        outside: list[str] = []
+        page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(url)
+                and not r.url.startswith("data:") else None)
+        for name, path in _pages(dash_stores).items():
+            page.goto(url + path, wait_until="networkidle", timeout=90_000)
+            page.wait_for_selector("h1", timeout=60_000)
+            page.wait_for_function(
+                "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=60_000)
+            time.sleep(1.5)
+            body = page.inner_text("body")
+            assert page.locator('[data-testid="stException"]').count() == 0, (name, body)
+            assert "Page not found" not in body, name
+            texts[name] = page.inner_text("body")
+            # Streamlit scrolls inside its main block, not the document: grow the viewport to the page's
+            # height so that the screenshot holds all of it
+            height = page.evaluate("() => Math.max(...[...document.querySelectorAll('[data-testid=stMain], "
+                                   "[data-testid=stMainBlockContainer]')].map(e => e.scrollHeight), 1000)")
+            page.set_viewport_size({"width": 1400, "height": min(int(height) + 100, 16000)})
+            time.sleep(1.0)
+            page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+            page.set_viewport_size({"width": 1400, "height": 1000})
+        browser.close()
     if os.environ.get("AUDITLM_SCREENSHOTS"):
         dest = Path(os.environ["AUDITLM_SCREENSHOTS"])
         dest.mkdir(parents=True, exist_ok=True)
