@@ -115,7 +115,7 @@ def redact_raw(suite: str, inp: Any, out: Any, score: Any) -> tuple[Any, Any, An
 
 def show_json(label: str, x: Any) -> None:
     st.markdown(f"**{label}**")
-    st.code(json.dumps(x, indent=1, ensure_ascii=False), language="json")
+    st.code(json.dumps(x, indent=1, ensure_ascii=False), language="json", wrap_lines=True)
 
 
 def here() -> Path:

@@ -300,3 +300,22 @@ def test_damaged_content_is_a_clear_page(dash_stores: Stores, tmp_path: Path):
         at = _page(bad, page, **params)
         _ok(at)
         assert at.error and "cannot be shown" in at.error[0].value, page
+
+
+def test_run_page_shows_sign_offs_when_the_store_has_them(dash_stores: Stores, monkeypatch: pytest.MonkeyPatch):
+    import streamlit as st
+
+    from auditlm.store import Store
+
+    rows = [{"reviewer": "R. Viewer", "decision": "approved", "note": "ok for release", "bundle_sha256": "ab" * 32,
+             "created_at": "2026-12-02T12:00:00+00:00"}]
+    monkeypatch.setattr(Store, "signoffs", lambda self, run_id: rows if run_id == dash_stores.run_b else [],
+                        raising=False)
+    st.cache_data.clear()
+    try:
+        at = _page(dash_stores.path, "run", run=dash_stores.run_b)
+        _ok(at)
+        blob = _rendered(at)
+        assert b"r. viewer" in blob and b"approved" in blob and b"no sign-off recorded" not in blob
+    finally:
+        st.cache_data.clear()
