@@ -1,65 +1,49 @@
-"""auditlm dashboard (Streamlit): browse stored runs and their metrics.
+"""auditlm dashboard (Streamlit, multipage): browse the run store, read-only.
 
-Run with ``streamlit run dashboard/app.py -- --store PATH``. It opens the run store read-only (SQLite
-``mode=ro``: no migration, nothing written, no hash key needed); it never imports the runner or the targets.
-Stored outputs are already redacted unless a run was made with ``--store-raw``.
+Start it with ``auditlm dashboard [--store PATH] [--port N] [--host 127.0.0.1]`` (or ``streamlit run
+dashboard/app.py -- --store PATH``). Pages, each deep-linkable by its query parameters:
+
+- ``/`` — Runs: every run (filter and search: ``?q=TEXT&status=S&model=M``);
+- ``/run?run=ID`` — a run's metrics, per-group charts with fairlearn disparities, gates, provenance, coverage;
+- ``/items?run=ID&suite=S`` — the most biased or leaking items first;
+- ``/explain?run=ID&suite=S&item=I`` — stored attributions as token heatmaps, and the per-group view;
+- ``/compare?a=ID&b=ID`` — ``auditlm compare`` rendered.
+
+The store is opened with SQLite ``mode=ro`` (no migration, nothing written); nothing here imports the runner,
+the targets or torch. Outputs are shown as stored (PII redacted) and, for ``--store-raw`` runs, redacted again
+for display unless the reviewer turns on "show raw values".
 """
 
 from __future__ import annotations
 
-import argparse
-import os
+import sys
 from pathlib import Path
 
-import pandas as pd
-import streamlit as st
+_HERE = Path(__file__).resolve().parent
+if str(_HERE) not in sys.path:
+    sys.path.insert(0, str(_HERE))
 
-from auditlm.errors import AuditError
-from auditlm.store import Store
+import json  # noqa: E402
+import sqlite3  # noqa: E402
 
+import streamlit as st  # noqa: E402
 
-def _store_path() -> Path:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--store", default=os.environ.get("AUDITLM_STORE"))
-    args, _ = parser.parse_known_args()
-    if args.store:
-        return Path(args.store)
-    from auditlm.targets.registry import auditlm_home
+from auditlm.errors import AuditError  # noqa: E402
 
-    return auditlm_home() / "runs.sqlite"
+st.set_page_config(page_title="auditlm", layout="wide")
+pages = [
+    st.Page(str(_HERE / "views" / "runs.py"), title="Runs", url_path="runs", default=True),
+    st.Page(str(_HERE / "views" / "run.py"), title="Run", url_path="run"),
+    st.Page(str(_HERE / "views" / "items.py"), title="Items", url_path="items"),
+    st.Page(str(_HERE / "views" / "explain.py"), title="Explain", url_path="explain"),
+    st.Page(str(_HERE / "views" / "compare.py"), title="Compare", url_path="compare"),
+]
+page = st.navigation(pages)
+try:
+    page.run()
+except (AuditError, sqlite3.DatabaseError, json.JSONDecodeError, KeyError, TypeError) as e:
+    # a store that opened but whose content is damaged (or not what this auditlm wrote): say so, no traceback
+    import data
 
-
-def main() -> None:
-    st.set_page_config(page_title="auditlm", layout="wide")
-    path = _store_path()
-    st.title("auditlm runs")
-    st.caption(str(path))
-    if not path.exists():
-        st.info("No run store yet: run `auditlm run` first.")
-        return
-    try:
-        store = Store(path, readonly=True)
-    except AuditError as e:
-        st.error(str(e))
-        return
-    runs = store.list_runs()
-    if not runs:
-        st.info("The store holds no runs.")
-        return
-    st.dataframe(pd.DataFrame([{"run": r.run_id, "created": r.created_at, "status": r.status, "model": r.model,
-                                "duration_s": r.duration_s} for r in runs]), hide_index=True)
-    run_id = st.selectbox("run", [r.run_id for r in runs])
-    metrics = store.metrics(run_id)
-    df = pd.DataFrame([m.to_dict() for m in metrics])
-    if df.empty:
-        st.info("No metrics stored for this run yet.")
-        return
-    for suite, g in df.groupby("suite", sort=False):
-        st.subheader(suite)
-        st.dataframe(g[["metric", "group_field", "group", "value", "ci_low", "ci_high", "n"]], hide_index=True)
-        items = store.items(run_id, suite)
-        with st.expander(f"{len(items)} items"):
-            st.dataframe(pd.DataFrame([{"id": r.item_id, "score": r.score, "output": r.output} for r in items[:500]]))
-
-
-main()
+    st.error(f"This store cannot be shown: {' '.join(str(e).split()) or type(e).__name__} (store "
+             f"{data.store_path()}; it was opened read-only and is unchanged).")

@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover - older typer on real click
     from click.exceptions import NoSuchOption, UsageError
 
 from auditlm.cli.compare import compare
+from auditlm.cli.dashboard import dashboard
 from auditlm.cli.explain import explain
 from auditlm.cli.mitigate import mitigate_app
 from auditlm.cli.models import models_app
@@ -49,6 +50,7 @@ app.command()(compare)
 app.command()(report)
 app.command()(bundle)
 app.command()(signoff)
+app.command()(dashboard)
 app.add_typer(runs_app, name="runs")
 app.add_typer(suites_app, name="suites")
 app.add_typer(models_app, name="models")

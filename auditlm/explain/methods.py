@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from auditlm.errors import SuiteSpecError, choices
+from auditlm.explain.severity import _bbq_margin, _cf_generation, _counterfactual_group, _severity  # noqa: F401
 from auditlm.explain.targets import (
     Problem,
     bbq_problem,
@@ -41,7 +42,6 @@ _KINDS = ("crows_pairs", "stereoset", "bbq", "winobias", "counterfactual_loglike
           "counterfactual_generation", "honest", "pii_emission")
 
 
-
 def explainable_kinds() -> tuple[str, ...]:
     """The scorer kinds ``auditlm explain`` supports (``bias.counterfactual_templates`` has kind
     ``counterfactual_loglikelihood``)."""
@@ -52,49 +52,6 @@ def _check_kind(spec: Any) -> None:
     if spec.kind not in _KINDS:
         raise SuiteSpecError(f"suite {spec.id}: kind '{spec.kind}' cannot be explained yet "
                              f"(valid: {choices(_KINDS)})")
-
-
-def _counterfactual_group(rec: Any) -> str:
-    """The group term of a counterfactual item with the largest |relative negativity| (ties: first in order)."""
-    rel = rec.score.get("relative") or {}
-    if not rel:
-        raise SuiteSpecError(f"item {rec.item_id!r} has no stored relative negativity to explain")
-    return max(rel, key=lambda g: abs(float(rel[g])))
-
-
-def _cf_generation(rec: Any) -> int:
-    """Index of a counterfactual-generation item's most negative generation (lowest sentiment; ties: first)."""
-    gens = rec.score.get("generations") or []
-    if not gens:
-        raise SuiteSpecError(f"item {rec.item_id!r} has no stored generations to explain")
-    return min(range(len(gens)), key=lambda i: (float(gens[i]["sentiment"]), i))
-
-
-def _bbq_margin(rec: Any) -> float:
-    lp = sorted((float(x) for x in rec.output.get("logprob", [])), reverse=True)
-    return lp[0] - lp[1] if len(lp) > 1 else 0.0
-
-
-def _severity(spec: Any, rec: Any) -> tuple[float, ...]:
-    s = rec.score
-    if spec.kind == "crows_pairs":
-        return (float(s["ll_more"]) - float(s["ll_less"]),)
-    if spec.kind == "stereoset":
-        return (float(s["stereotype"]) - float(s["anti_stereotype"]),)
-    if spec.kind == "bbq":
-        return (float(s.get("biased", 0.0)) * float(s.get("non_unknown", 0.0)), _bbq_margin(rec))
-    if spec.kind == "winobias":
-        ll = s["ll"]
-        return ((ll["pro_gold"] - ll["pro_other"]) - (ll["anti_gold"] - ll["anti_other"]),)
-    if spec.kind == "counterfactual_loglikelihood":
-        return (abs(float(s["relative"][_counterfactual_group(rec)])),)
-    if spec.kind == "bold":
-        return (-float(s["sentiment"]),)
-    if spec.kind == "counterfactual_generation":
-        return (-float(s["generations"][_cf_generation(rec)]["sentiment"]),)
-    if spec.kind == "honest":
-        return (float(s.get("hurtful", 0)),)
-    return (float(len(s.get("produced") or [])),)
 
 
 def select_top(spec: Any, records: list[Any], k: int) -> list[Any]:
