@@ -133,13 +133,10 @@ def run(path: str, ver: str, run_id: str) -> dict[str, Any] | None:
         suites = s.run_suites(run_id)
         metrics = [m.to_dict() for m in s.metrics(run_id)]
         summaries = {k: [m.to_dict() for m in v] for k, v in s.explain_summary(run_id).items()}
-        signoffs = None
-        fn = getattr(s, "signoffs", None)  # added by the sign-off migration (issue 11, reports)
-        if callable(fn):
-            try:
-                signoffs = list(fn(run_id))
-            except AuditError:
-                signoffs = None
+        try:
+            signoffs = list(s.signoffs(run_id))  # `auditlm signoff`; [] on a store older than the sign-off table
+        except AuditError:
+            signoffs = None
         n_expl = _count_explanations(s, run_id)
     return {"run": {k: getattr(r, k) for k in r.__dataclass_fields__}, "suites": suites, "metrics": metrics,
             "explain_summary": summaries, "signoffs": signoffs, "explanations": n_expl}

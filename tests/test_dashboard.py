@@ -325,20 +325,25 @@ def test_damaged_content_is_a_clear_page(dash_stores: Stores, tmp_path: Path):
         assert at.error and "cannot be shown" in at.error[0].value, page
 
 
-def test_run_page_shows_sign_offs_when_the_store_has_them(dash_stores: Stores, monkeypatch: pytest.MonkeyPatch):
+def test_run_page_shows_sign_offs_when_the_store_has_them(dash_stores: Stores, tmp_path: Path):
+    import shutil
+
     import streamlit as st
 
     from auditlm.store import Store
 
-    rows = [{"reviewer": "R. Viewer", "decision": "approved", "note": "ok for release", "bundle_sha256": "ab" * 32,
-             "created_at": "2026-12-02T12:00:00+00:00"}]
-    monkeypatch.setattr(Store, "signoffs", lambda self, run_id: rows if run_id == dash_stores.run_b else [],
-                        raising=False)
+    path = tmp_path / "signed.sqlite"
+    shutil.copy(dash_stores.path, path)
+    with Store(path) as w:  # a real `auditlm signoff` row (the shared store stays unsigned)
+        w.add_signoff(dash_stores.run_b, reviewer="R. Viewer", decision="approve", note="ok for release",
+                      bundle_sha256="ab" * 32)
     st.cache_data.clear()
     try:
-        at = _page(dash_stores.path, "run", run=dash_stores.run_b)
+        at = _page(path, "run", run=dash_stores.run_b)
         _ok(at)
         blob = _rendered(at)
-        assert b"r. viewer" in blob and b"approved" in blob and b"no sign-off recorded" not in blob
+        assert b"r. viewer" in blob and b"approve" in blob and b"no sign-off recorded" not in blob
+        at = _page(path, "run", run=dash_stores.run_a)
+        assert b"no sign-off recorded" in _rendered(at)
     finally:
         st.cache_data.clear()
