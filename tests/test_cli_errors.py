@@ -64,7 +64,7 @@ CASES = {
                             "valid: bias.counterfactual_templates"),
     "bad flag": (lambda p, s: ["run", "--nope", "--store", str(s)], "valid: --batch-size"),
     "bad batch size": (lambda p, s: ["run", "--batch-size", "lots", "--store", str(s)], "auto or a positive integer"),
-    "unknown command": (lambda p, s: ["frobnicate"], "valid: compare, explain, mitigate, models, privacy, run, runs, suites"),
+    "unknown command": (lambda p, s: ["frobnicate"], "valid: bundle, compare, dashboard, explain, mitigate, models, privacy, report, run, runs, signoff, suites"),
     "unknown run": (lambda p, s: ["runs", "show", "nope", "--store", str(s)], "unknown run 'nope'"),
     "unknown resume": (lambda p, s: ["run", "--resume", "nope", "--store", str(s)], "unknown run 'nope'"),
     "unknown builtin model": (lambda p, s: ["models", "pull", "gpt-17"], "smollm2-135m-instruct"),
