@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any
 
 from auditlm.errors import AuditError
-from auditlm.mitigate.finetune import _encode, _load, _lora
+from auditlm.mitigate.finetune import _encode, _load, _lora, _pad_id
 
 MECHANISM = "DP-SGD (Opacus)"
 ACCOUNTANT = "rdp"
@@ -150,9 +150,7 @@ def dp_finetune(
     if lora:
         model = _lora(model, lora_r, lora_alpha, seed)
     dev = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    pad = _pad_id(tokenizer)
     encoded = _encode(tokenizer, texts, max_length)
 
     torch.manual_seed(seed)

@@ -53,6 +53,13 @@ def _encode(tokenizer: Any, texts: Sequence[str], max_length: int) -> list[list[
     return out
 
 
+def _pad_id(tokenizer: Any) -> int:
+    """The id that pads a training batch: the tokenizer's pad token, else EOS, else 0 (padding is masked out)."""
+    if tokenizer.pad_token_id is not None:
+        return int(tokenizer.pad_token_id)
+    return int(tokenizer.eos_token_id) if tokenizer.eos_token_id is not None else 0
+
+
 def _lora(model: Any, r: int, alpha: int, seed: int) -> Any:
     try:
         from peft import LoraConfig, get_peft_model
@@ -102,9 +109,7 @@ def finetune(
     if lora:
         model = _lora(model, lora_r, lora_alpha, seed)
     dev = next(model.parameters()).device
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    pad = _pad_id(tokenizer)
     encoded = _encode(tokenizer, texts, max_length)
 
     torch.manual_seed(seed)

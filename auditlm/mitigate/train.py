@@ -315,7 +315,7 @@ def train(
     from transformers import Trainer, TrainingArguments
     from transformers.trainer_utils import get_last_checkpoint
 
-    from auditlm.mitigate.finetune import _encode, _load, _lora
+    from auditlm.mitigate.finetune import _encode, _load, _lora, _pad_id
 
     config = config or TrainConfig()
     config.check()
@@ -361,9 +361,7 @@ def train(
                 if hasattr(m, "lora_dropout") and isinstance(m.lora_dropout, torch.nn.ModuleDict):
                     for k in m.lora_dropout:
                         m.lora_dropout[k] = torch.nn.Dropout(config.lora_dropout)
-    pad = tokenizer.pad_token_id
-    if pad is None:
-        pad = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else 0
+    pad = _pad_id(tokenizer)
     encoded = _encode(tokenizer, texts, config.max_length)
     n_tokens = sum(len(x) for x in encoded)
 
