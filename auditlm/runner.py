@@ -68,6 +68,11 @@ class RunConfig:
     #: ``--where FIELD=VALUE,…``: keep only the items whose group field ``FIELD`` is one of the values, in every
     #: suite that has that group field (other suites run in full); applied before ``limit``.
     where: dict[str, list[str]] = field(default_factory=dict)
+    #: ``openai:`` server models only: the environment variable holding the API key (its name; the key itself is
+    #: never stored), requests in flight at once, and seconds per request.
+    api_key_env: str | None = None
+    max_concurrency: int = 8
+    request_timeout: float = 600.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -69,6 +69,13 @@ def run(
                                                  "'auditlm privacy canaries'.")] = None,
     trust_remote_code: Annotated[bool, typer.Option("--trust-remote-code", help="Allow models whose "
                                                     "repository ships its own code (it runs that code).")] = False,
+    api_key_env: Annotated[str | None, typer.Option("--api-key-env", help="openai: models: the environment "
+                                                    "variable holding the API key (the key is never stored) "
+                                                    "[default: none, a dummy key].")] = None,
+    max_concurrency: Annotated[int, typer.Option("--max-concurrency", min=1, help="openai: models: requests "
+                                                 "in flight at once.")] = 8,
+    request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.001, help="openai: models: "
+                                                   "seconds per request (retries are extra).")] = 600.0,
     details: Annotated[bool, typer.Option("--details", help="Print the full metrics table after the summary "
                                           "(every row, interval, n, test and note).")] = False,
     as_json: JsonOpt = False,
@@ -115,24 +122,32 @@ def run(
                                probes=list(probes or []), store_raw=store_raw, confidence=confidence,
                                trust_remote_code=trust_remote_code, reference_model=reference_model,
                                inputs={k: v for k, v in (("corpus", corpus), ("non_members", non_members),
-                                                         ("canaries", canaries)) if v})
+                                                         ("canaries", canaries)) if v},
+                               api_key_env=api_key_env, max_concurrency=max_concurrency,
+                               request_timeout=request_timeout)
         skipped, prepared, gates = _plan(cfg, suite=suite, fail_on=fail_on, resuming=False)
     registry.check_device(cfg.device)
-    registry.check_model(cfg.model, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code)
+    server = {"api_key_env": cfg.api_key_env, "max_concurrency": cfg.max_concurrency,
+              "request_timeout": cfg.request_timeout}
+    needs_ll = _sends_loglikelihood(prepared)
+    registry.check_model(cfg.model, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
+                         api_key_env=cfg.api_key_env, needs_loglikelihood=needs_ll)
     if cfg.reference_model is not None:
-        registry.check_model(cfg.reference_model, trust_remote_code=cfg.trust_remote_code)
+        registry.check_model(cfg.reference_model, trust_remote_code=cfg.trust_remote_code,
+                             api_key_env=cfg.api_key_env, needs_loglikelihood=needs_ll)
     with _open_store(store, must_exist=resume is not None) as st:
         _quiet_libraries()
         t0 = time.perf_counter()
         with err.status(f"loading model {escape(cfg.model)} …"):
             target = registry.resolve(cfg.model, revision=cfg.revision, device=cfg.device, dtype=cfg.dtype,
-                                      batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+                                      batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code, **server)
         err.print(f"model {escape(cfg.model)} loaded in {time.perf_counter() - t0:.2f} s")
         reference = None
         if cfg.reference_model is not None:
             with err.status(f"loading reference model {cfg.reference_model} …"):
                 reference = registry.resolve(cfg.reference_model, device=cfg.device, dtype=cfg.dtype,
-                                             batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code)
+                                             batch_size=cfg.batch_size, trust_remote_code=cfg.trust_remote_code,
+                                             **server)
         if resume is not None:
             run_id = resume
             err.print(f"resuming run [bold]{run_id}[/] (store {st.path})")
@@ -165,6 +180,22 @@ def run(
         raise unmeasured[0]
     if any(not ok for _, ok, _ in checked):
         raise typer.Exit(1)
+
+
+def _sends_loglikelihood(prepared) -> bool:
+    """Whether any prepared suite sends log-likelihood requests (judged from its first item's requests; a
+    scorer whose requests cannot be built without the model counts as one unless it generates)."""
+    from auditlm.scorers import LL, get_scorer
+
+    for p in prepared:
+        scorer = get_scorer(p.suite.spec)
+        try:
+            if any(isinstance(r, LL) for r in scorer.requests(p.items[0][1])):
+                return True
+        except Exception:
+            if not scorer.generates:
+                return True
+    return False
 
 
 def _print_summary(run_id: str, model: str, suites, metrics, details: bool, kinds: dict[str, str]) -> None:

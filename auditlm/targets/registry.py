@@ -256,17 +256,24 @@ def resolve(
     dtype: str = "auto",
     batch_size: int | str = "auto",
     trust_remote_code: bool = False,
+    api_key_env: str | None = None,
+    max_concurrency: int | None = None,
+    request_timeout: float | None = None,
 ) -> Target:
     """Turn a model spec into a loaded :class:`~auditlm.targets.base.Target`.
 
     ``None`` is the default model; a built-in name is pulled on first use; an existing directory is loaded
     as a local ``transformers`` model; ``self-debias:SPEC`` (or ``self-debias[types]:SPEC``) wraps ``SPEC`` in
-    :class:`~auditlm.mitigate.self_debias.SelfDebiasTarget`; anything else is tried as a Hugging Face Hub id
-    at ``revision``.
+    :class:`~auditlm.mitigate.self_debias.SelfDebiasTarget`; ``openai:BASE_URL#MODEL`` is a model behind an
+    OpenAI-compatible server (:class:`~auditlm.targets.openai.OpenAITarget`; ``api_key_env``,
+    ``max_concurrency`` and ``request_timeout`` apply to it only); anything else is tried as a Hugging Face Hub
+    id at ``revision``.
     """
+    spec = spec or DEFAULT_MODEL
+    if spec.startswith("openai:"):
+        return _openai_target(spec, revision, api_key_env, max_concurrency, request_timeout)
     from auditlm.targets.hf import HFTarget
 
-    spec = spec or DEFAULT_MODEL
     if (wrapped := _self_debias_spec(spec)) is not None:
         from auditlm.mitigate.self_debias import SelfDebiasTarget
 
@@ -306,6 +313,19 @@ def resolve(
         ) from e
 
 
+def _openai_target(spec: str, revision: str | None, api_key_env: str | None, max_concurrency: int | None,
+                   request_timeout: float | None, **kwargs: Any) -> Target:
+    from auditlm.targets import openai as oa
+
+    if revision is not None:
+        raise TargetError(f"--revision applies to Hugging Face Hub ids, not the server model {spec!r}")
+    base_url, model = oa.parse_spec(spec)
+    return oa.OpenAITarget(base_url, model, api_key_env=api_key_env, name=spec,
+                           max_concurrency=oa.DEFAULT_MAX_CONCURRENCY if max_concurrency is None else max_concurrency,
+                           request_timeout=oa.DEFAULT_REQUEST_TIMEOUT if request_timeout is None else request_timeout,
+                           **kwargs)
+
+
 def _self_debias_spec(spec: str) -> tuple[list[str], str] | None:
     """``(prefixes, inner spec)`` for a ``self-debias:SPEC`` model spec
     (:mod:`auditlm.mitigate.self_debias`), else ``None``."""
@@ -338,14 +358,30 @@ def _check_config(spec: str, config: Path, trust_remote_code: bool) -> None:
         raise _remote_code_refusal(spec, f"{config.name} has auto_map")
 
 
-def check_model(spec: str | None, *, revision: str | None = None, trust_remote_code: bool = False) -> None:
+def check_model(spec: str | None, *, revision: str | None = None, trust_remote_code: bool = False,
+                api_key_env: str | None = None, needs_loglikelihood: bool = False) -> None:
     """Check a model spec as far as can be done without loading weights (called before a run opens its
     store): a built-in name, a local folder with a readable ``config.json`` and weight files, or a Hub id
     whose ``config.json`` can be fetched (or is cached, offline); a model that needs custom code is refused
-    unless ``trust_remote_code``. Raises the :class:`TargetError` :func:`resolve` would raise."""
+    unless ``trust_remote_code``. An ``openai:BASE_URL#MODEL`` server must answer ``GET /models`` within a few
+    seconds and, with ``needs_loglikelihood``, return prompt log-probabilities (one probe request). Raises the
+    :class:`TargetError` :func:`resolve` would raise."""
     spec = spec or DEFAULT_MODEL
     if (wrapped := _self_debias_spec(spec)) is not None:
-        check_model(wrapped[1], revision=revision, trust_remote_code=trust_remote_code)
+        check_model(wrapped[1], revision=revision, trust_remote_code=trust_remote_code, api_key_env=api_key_env,
+                    needs_loglikelihood=needs_loglikelihood)
+        return
+    if spec.startswith("openai:"):
+        from auditlm.targets import openai as oa
+
+        base_url, _ = oa.parse_spec(spec)
+        oa.check_server(base_url, oa.read_api_key(api_key_env))
+        if needs_loglikelihood:
+            probe = _openai_target(spec, revision, api_key_env, 1, 30.0, max_retries=0)
+            try:
+                probe.check_loglikelihood()  # type: ignore[attr-defined]
+            finally:
+                probe.close()  # type: ignore[attr-defined]
         return
     if spec in KNOWN_MODELS:
         if revision is not None:

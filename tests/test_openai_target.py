@@ -1,0 +1,355 @@
+"""OpenAITarget against an in-process fake OpenAI-compatible server backed by the tiny random-weight model.
+
+The fake server computes echo log-probabilities with the tiny model (one forward pass per request, the model's
+own fast tokenizer for tokens and character offsets) and generates with an :class:`HFTarget`, so scores and
+texts through the HTTP path can be compared with the local target. It counts requests and requests in flight,
+and can inject 429 / 500 answers and dropped connections.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from auditlm.errors import TargetError
+from auditlm.targets.base import GenerationParams
+from auditlm.targets.openai import OpenAITarget, parse_spec
+from tests.conftest import run_cli
+
+SECRET = "sk-test-SECRET-0123456789"
+
+
+class FakeServer:
+    """A ThreadingHTTPServer on 127.0.0.1 (port 0) speaking enough of the OpenAI API for OpenAITarget."""
+
+    def __init__(self, model_dir: Path, *, logprobs: bool = True, delay: float = 0.0) -> None:
+        import torch
+
+        from auditlm.targets.hf import HFTarget
+
+        torch.set_num_threads(1)
+        self.hf = HFTarget(str(model_dir), batch_size=1, prefix_sharing=False)
+        self.logprobs = logprobs
+        self.delay = delay
+        self.faults: list[str] = []
+        self.bodies: list[dict[str, Any]] = []
+        self.auth: list[str] = []
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        self.model_lock = threading.Lock()
+        srv = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a: Any) -> None:
+                pass
+
+            def _send(self, code: int, obj: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(obj).encode()
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") == "/v1/models":
+                    self._send(200, {"object": "list", "data": [{"id": "tiny-server", "object": "model",
+                                                                  "created": 0, "owned_by": "test"}]})
+                else:
+                    self._send(404, {"error": {"message": "not found"}})
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with srv.lock:
+                    srv.bodies.append(body)
+                    srv.auth.append(self.headers.get("Authorization", ""))
+                    fault = srv.faults.pop(0) if srv.faults else None
+                    srv.in_flight += 1
+                    srv.max_in_flight = max(srv.max_in_flight, srv.in_flight)
+                try:
+                    if fault == "drop":
+                        self.close_connection = True
+                        self.connection.shutdown(2)
+                        return
+                    if fault in ("429", "500"):
+                        self._send(int(fault), {"error": {"message": f"injected {fault}"}}, {"retry-after-ms": "10"})
+                        return
+                    if fault == "401":
+                        self._send(401, {"error": {"message": f"Incorrect API key provided: {SECRET}"}})
+                        return
+                    time.sleep(srv.delay)
+                    with srv.model_lock:
+                        self._send(200, srv.answer(self.path, body))
+                finally:
+                    with srv.lock:
+                        srv.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def echo(self, prompt: str) -> dict[str, Any]:
+        import torch
+
+        tok, model = self.hf.tokenizer, self.hf.model
+        enc = tok(prompt, return_offsets_mapping=True)
+        ids, offsets = enc["input_ids"], [s for s, _ in enc["offset_mapping"]]
+        with torch.inference_mode():
+            logp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+        texts = [tok.decode([i]) for i in ids]
+        token_lps: list[float | None] = [None]
+        tops: list[dict[str, float] | None] = [None]
+        for pos in range(1, len(ids)):
+            row = logp[pos - 1]
+            best = int(row.argmax())
+            token_lps.append(float(row[ids[pos]]))
+            tops.append({tok.decode([best]): float(row[best]), texts[pos]: float(row[ids[pos]])})
+        nxt = int(logp[-1].argmax())  # the one generated token (max_tokens=1)
+        texts.append(tok.decode([nxt]))
+        token_lps.append(float(logp[-1][nxt]))
+        tops.append({texts[-1]: float(logp[-1][nxt])})
+        offsets.append(len(prompt))
+        return {"tokens": texts, "token_logprobs": token_lps, "top_logprobs": tops, "text_offset": offsets}
+
+    def answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        base = {"id": "x", "created": 0, "model": body["model"]}
+        if path.endswith("/chat/completions"):
+            text = self._generate(body["messages"][0]["content"], body, chat=True)
+            return base | {"object": "chat.completion", "choices": [
+                {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}]}
+        if body.get("echo") and body.get("logprobs") is not None:
+            if not self.logprobs:  # like `transformers serve`: echo and logprobs ignored
+                return base | {"object": "text_completion", "choices": [
+                    {"index": 0, "finish_reason": "length", "text": "x", "logprobs": None}]}
+            lp = self.echo(body["prompt"])
+            return base | {"object": "text_completion", "choices": [
+                {"index": 0, "finish_reason": "length", "text": body["prompt"] + lp["tokens"][-1], "logprobs": lp}]}
+        text = self._generate(body["prompt"], body, chat=False)
+        return base | {"object": "text_completion", "choices": [
+            {"index": 0, "finish_reason": "stop", "text": text, "logprobs": None}]}
+
+    def _generate(self, prompt: str, body: dict[str, Any], chat: bool) -> str:
+        params = GenerationParams(max_new_tokens=body["max_tokens"], temperature=body.get("temperature", 1.0),
+                                  top_p=body.get("top_p", 1.0), stop=tuple(body.get("stop") or ()),
+                                  chat_template=chat)
+        return self.hf.generate([prompt], params, seeds=[body.get("seed") or 0])[0]
+
+    def posts(self) -> int:
+        return len(self.bodies)
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir: Path):
+    s = FakeServer(tiny_model_dir, delay=0.02)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def fresh(server: FakeServer) -> FakeServer:
+    """The module's server with its counters and faults reset."""
+    server.faults, server.bodies, server.auth, server.max_in_flight = [], [], [], 0
+    return server
+
+
+def _target(server: FakeServer, **kw: Any) -> OpenAITarget:
+    return OpenAITarget(server.url, "tiny", **kw)
+
+
+REQUESTS = [
+    ("The man was", " a doctor"),
+    ("The woman was", " a doctor"),
+    ("", "The nurse is kind."),
+    ("she said ", "hello there"),  # trailing whitespace moves into the continuation
+    ("Thenurse", "worked"),  # the server's tokens may straddle the boundary
+    ("the", " the the the"),
+    ("a", "b"),
+]
+
+
+def test_parse_spec() -> None:
+    assert parse_spec("openai:http://127.0.0.1:8000/v1#smollm2") == ("http://127.0.0.1:8000/v1", "smollm2")
+    assert parse_spec("openai:https://h.example/v1/#org/m") == ("https://h.example/v1", "org/m")
+    for bad in ("openai:http://h/v1", "openai:#m", "openai:ftp://h/v1#m", "openai:http://u:p@h/v1#m",
+                "openai:http://h:99999/v1#m"):
+        with pytest.raises(TargetError) as e:
+            parse_spec(bad)
+        assert "\n" not in str(e.value)
+
+
+def test_loglikelihood_matches_hf(fresh: FakeServer, tiny_target, one_thread) -> None:
+    t = _target(fresh)
+    got = t.loglikelihood(REQUESTS)
+    want = tiny_target.loglikelihood(REQUESTS)
+    for g, w in zip(got, want, strict=True):
+        assert g.n_tokens == w.n_tokens
+        assert g.logprob == pytest.approx(w.logprob, abs=1e-4)
+        assert g.is_greedy == w.is_greedy
+
+
+def test_is_greedy_true_case(fresh: FakeServer, tiny_target, one_thread) -> None:
+    """A continuation built from the model's own greedy tokens is greedy through the server too."""
+    text = tiny_target.generate(["The man was"], GenerationParams(max_new_tokens=3))[0]
+    assert text
+    req = [("The man was", text)]
+    want = tiny_target.loglikelihood(req)[0]
+    got = _target(fresh).loglikelihood(req)[0]
+    assert got.is_greedy == want.is_greedy
+    assert got.logprob == pytest.approx(want.logprob, abs=1e-4)
+
+
+def test_generation_matches_hf(fresh: FakeServer, tiny_target, one_thread) -> None:
+    t = _target(fresh)
+    prompts = ["The man was", "The doctor said", "she is"]
+    for params in (GenerationParams(max_new_tokens=6), GenerationParams(max_new_tokens=6, chat_template=True),
+                   GenerationParams(max_new_tokens=6, temperature=0.8, seed=3),
+                   GenerationParams(max_new_tokens=6, stop=(" ",))):
+        seeds = [11, 12, 13]
+        assert t.generate(prompts, params, seeds=seeds) == tiny_target.generate(prompts, params, seeds=seeds)
+    sampled = [b for b in fresh.bodies if b.get("temperature", 0) > 0]
+    assert sorted(b["seed"] for b in sampled) == [11, 12, 13]
+    assert all("seed" not in b for b in fresh.bodies if b.get("temperature") == 0)
+    assert sum("messages" in b for b in fresh.bodies) == 3
+    assert all(b["stop"] == [" "] for b in fresh.bodies if "stop" in b)
+
+
+def test_retries_on_429_500_and_dropped_connection(fresh: FakeServer) -> None:
+    t = _target(fresh, max_concurrency=1)
+    fresh.faults = ["429", "500", "drop"]
+    out = t.generate(["The man was"], GenerationParams(max_new_tokens=2))
+    assert isinstance(out[0], str)
+    assert fresh.posts() == 4  # three failures, then the answer
+
+
+def test_retries_exhausted_is_one_line(fresh: FakeServer) -> None:
+    t = _target(fresh, max_retries=1)
+    fresh.faults = ["500", "500"]
+    with pytest.raises(TargetError) as e:
+        t.generate(["x"], GenerationParams(max_new_tokens=2))
+    assert "HTTP 500" in str(e.value) and fresh.url in str(e.value) and "\n" not in str(e.value)
+
+
+def test_concurrency_bound_and_order(fresh: FakeServer, tiny_target, one_thread) -> None:
+    reqs = [("The man was", f" {w}") for w in "good bad kind smart strong weak rich poor young old".split()]
+    t = _target(fresh, max_concurrency=3)
+    fresh.delay = 0.05
+    try:
+        seen: list[int] = []
+        got = t.loglikelihood(reqs, progress=seen.append)
+    finally:
+        fresh.delay = 0.02
+    assert fresh.max_in_flight == 3  # bounded, and the bound is reached
+    assert sum(seen) == len(reqs)
+    want = tiny_target.loglikelihood(reqs)
+    assert [round(g.logprob, 3) for g in got] == [round(w.logprob, 3) for w in want]
+
+
+def test_identical_requests_sent_once(fresh: FakeServer) -> None:
+    t = _target(fresh)
+    reqs = [("The man was", " a doctor")] * 5 + [("The woman was", " a doctor")] * 3
+    seen: list[int] = []
+    out = t.loglikelihood(reqs, progress=seen.append)
+    assert fresh.posts() == 1 + 2  # the capability probe, then one request per distinct pair
+    assert len(out) == 8 and out[0] == out[4] and out[5] == out[7] and sum(seen) == 8
+    t.loglikelihood(reqs)  # memoised
+    assert fresh.posts() == 3
+    t.generate(["a", "a", "b"], GenerationParams(max_new_tokens=2))
+    assert fresh.posts() == 5
+
+
+def test_api_key_never_leaks(fresh: FakeServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys) -> None:
+    monkeypatch.setenv("MY_KEY", SECRET)
+    t = _target(fresh, api_key_env="MY_KEY")
+    t.generate(["a"], GenerationParams(max_new_tokens=1))
+    assert fresh.auth[-1] == f"Bearer {SECRET}"  # the key is sent ...
+    assert SECRET not in json.dumps(t.info())  # ... but never reported
+    assert t.info()["server_model"] == "tiny-server"
+    fresh.faults = ["401"]  # a server that quotes the key back in its error
+    with pytest.raises(TargetError) as e:
+        t.generate(["b"], GenerationParams(max_new_tokens=1))
+    assert SECRET not in str(e.value) and "***" in str(e.value)
+    # a whole run through the CLI: the key is in neither the store nor the output
+    store = tmp_path / "s.db"
+    code, out, err = run_cli(["run", "--model", f"openai:{fresh.url}#tiny", "--api-key-env", "MY_KEY",
+                              "--suite", "bias.counterfactual_templates", "--limit", "2", "--store", str(store),
+                              "--max-concurrency", "2", "--request-timeout", "30"], capsys)
+    assert code == 0, err
+    assert SECRET not in out + err
+    for f in tmp_path.iterdir():
+        assert SECRET.encode() not in f.read_bytes()
+    from auditlm.store import Store
+
+    with Store(store) as st:
+        (run,) = st.list_runs()
+        assert run.config["api_key_env"] == "MY_KEY" and run.config["max_concurrency"] == 2
+        assert run.model_info["backend"] == "openai" and run.status == "complete"
+
+
+def test_unset_key_env_is_one_line(fresh: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with pytest.raises(TargetError, match="NO_SUCH_KEY_VAR"):
+        _target(fresh, api_key_env="NO_SUCH_KEY_VAR")
+
+
+def test_server_without_logprobs_stops_before_suite_requests(tiny_model_dir: Path, tmp_path: Path,
+                                                             capsys) -> None:
+    srv = FakeServer(tiny_model_dir, logprobs=False)
+    try:
+        t = OpenAITarget(srv.url, "tiny")
+        with pytest.raises(TargetError, match="no prompt log-probabilities") as e:
+            t.loglikelihood(REQUESTS)
+        assert srv.posts() == 1 and "vLLM" in str(e.value)  # the probe only, not the batch
+        srv.bodies.clear()
+        store = tmp_path / "s.db"
+        code, out, err = run_cli(["run", "--model", f"openai:{srv.url}#tiny", "--suite",
+                                  "bias.counterfactual_templates", "--limit", "2", "--store", str(store)], capsys)
+        assert code == 2
+        line = err.strip()
+        assert "\n" not in line and "no prompt log-probabilities" in line and "Traceback" not in err
+        assert srv.posts() == 1 and srv.bodies[0]["prompt"] != ""  # the probe, nothing of the suite
+        assert not store.exists()
+    finally:
+        srv.close()
+
+
+def test_generation_only_run_on_server_without_logprobs(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    """A run of generation suites only needs no prompt log-probabilities."""
+    srv = FakeServer(tiny_model_dir, logprobs=False)
+    try:
+        code, out, err = run_cli(["run", "--model", f"openai:{srv.url}#tiny", "--suite",
+                                  "bias.counterfactual_generation", "--limit", "2", "--store",
+                                  str(tmp_path / "s.db")], capsys)
+        assert code == 0, err
+        assert all(not b.get("echo") for b in srv.bodies)
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("spec", ["openai:http://127.0.0.1:9/v1#m", "openai:not-a-url#m", "openai:http://h/v1"])
+def test_bad_spec_or_unreachable_exits_2(spec: str, tmp_path: Path, capsys) -> None:
+    store = tmp_path / "s.db"
+    t0 = time.perf_counter()
+    code, out, err = run_cli(["run", "--model", spec, "--suite", "bias.counterfactual_templates", "--limit", "2",
+                              "--store", str(store)], capsys)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    if "127.0.0.1:9" in spec:
+        assert "http://127.0.0.1:9/v1" in err and "unreachable" in err
+    assert time.perf_counter() - t0 < 30
+    assert not store.exists()
