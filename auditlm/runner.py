@@ -69,10 +69,12 @@ class RunConfig:
     #: suite that has that group field (other suites run in full); applied before ``limit``.
     where: dict[str, list[str]] = field(default_factory=dict)
     #: ``openai:`` server models only: the environment variable holding the API key (its name; the key itself is
-    #: never stored), requests in flight at once, and seconds per request.
+    #: never stored), requests in flight at once, seconds per request, and the text of the start token an empty
+    #: context is conditioned on when the server prepends none.
     api_key_env: str | None = None
     max_concurrency: int = 8
     request_timeout: float = 600.0
+    bos_token: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

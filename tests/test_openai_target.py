@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -246,7 +245,7 @@ def test_retries_exhausted_is_one_line(fresh: FakeServer) -> None:
 
 
 def test_concurrency_bound_and_order(fresh: FakeServer, tiny_target, one_thread) -> None:
-    reqs = [("The man was", f" {w}") for w in "good bad kind smart strong weak rich poor young old".split()]
+    reqs = [("The man was", f" {w}") for w in ["good", "bad", "kind", "smart", "strong", "weak", "rich", "poor", "young", "old"]]
     t = _target(fresh, max_concurrency=3)
     fresh.delay = 0.05
     try:
@@ -317,7 +316,7 @@ def test_server_without_logprobs_stops_before_suite_requests(tiny_model_dir: Pat
         assert srv.posts() == 1 and "vLLM" in str(e.value)  # the probe only, not the batch
         srv.bodies.clear()
         store = tmp_path / "s.db"
-        code, out, err = run_cli(["run", "--model", f"openai:{srv.url}#tiny", "--suite",
+        code, _out, err = run_cli(["run", "--model", f"openai:{srv.url}#tiny", "--suite",
                                   "bias.counterfactual_templates", "--limit", "2", "--store", str(store)], capsys)
         assert code == 2
         line = err.strip()
@@ -332,7 +331,7 @@ def test_generation_only_run_on_server_without_logprobs(tiny_model_dir: Path, tm
     """A run of generation suites only needs no prompt log-probabilities."""
     srv = FakeServer(tiny_model_dir, logprobs=False)
     try:
-        code, out, err = run_cli(["run", "--model", f"openai:{srv.url}#tiny", "--suite",
+        code, _out, err = run_cli(["run", "--model", f"openai:{srv.url}#tiny", "--suite",
                                   "bias.counterfactual_generation", "--limit", "2", "--store",
                                   str(tmp_path / "s.db")], capsys)
         assert code == 0, err
@@ -345,7 +344,7 @@ def test_generation_only_run_on_server_without_logprobs(tiny_model_dir: Path, tm
 def test_bad_spec_or_unreachable_exits_2(spec: str, tmp_path: Path, capsys) -> None:
     store = tmp_path / "s.db"
     t0 = time.perf_counter()
-    code, out, err = run_cli(["run", "--model", spec, "--suite", "bias.counterfactual_templates", "--limit", "2",
+    code, _out, err = run_cli(["run", "--model", spec, "--suite", "bias.counterfactual_templates", "--limit", "2",
                               "--store", str(store)], capsys)
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

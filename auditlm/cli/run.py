@@ -76,6 +76,9 @@ def run(
                                                  "in flight at once.")] = 8,
     request_timeout: Annotated[float, typer.Option("--request-timeout", min=0.001, help="openai: models: "
                                                    "seconds per request (retries are extra).")] = 600.0,
+    bos_token: Annotated[str | None, typer.Option("--bos-token", help="openai: models: the text of the start "
+                                                  "token that empty contexts are conditioned on, when the server "
+                                                  "prepends none (e.g. '<|im_start|>').")] = None,
     details: Annotated[bool, typer.Option("--details", help="Print the full metrics table after the summary "
                                           "(every row, interval, n, test and note).")] = False,
     as_json: JsonOpt = False,
@@ -124,11 +127,11 @@ def run(
                                inputs={k: v for k, v in (("corpus", corpus), ("non_members", non_members),
                                                          ("canaries", canaries)) if v},
                                api_key_env=api_key_env, max_concurrency=max_concurrency,
-                               request_timeout=request_timeout)
+                               request_timeout=request_timeout, bos_token=bos_token)
         skipped, prepared, gates = _plan(cfg, suite=suite, fail_on=fail_on, resuming=False)
     registry.check_device(cfg.device)
     server = {"api_key_env": cfg.api_key_env, "max_concurrency": cfg.max_concurrency,
-              "request_timeout": cfg.request_timeout}
+              "request_timeout": cfg.request_timeout, "bos_token": cfg.bos_token}
     needs_ll = _sends_loglikelihood(prepared)
     registry.check_model(cfg.model, revision=cfg.revision, trust_remote_code=cfg.trust_remote_code,
                          api_key_env=cfg.api_key_env, needs_loglikelihood=needs_ll)

@@ -252,8 +252,8 @@ class OpenAITarget:
                 return self.bos_token + continuation, len(self.bos_token), self.bos_token
             raise TargetError(
                 f"the server at {self.base_url} prepends no start token, so a request with an empty context "
-                "cannot be scored (lm-eval conditions it on BOS); serve a model whose tokenizer adds BOS, or "
-                "give OpenAITarget(bos_token=...)"
+                "cannot be scored (lm-eval conditions it on BOS): pass --bos-token TEXT, the text of the model's "
+                "start token (e.g. '<|im_start|>' for SmolLM2), which the server must parse as that token"
             )
         n_spaces = len(context) - len(context.rstrip())
         if n_spaces:
@@ -275,6 +275,9 @@ class OpenAITarget:
             idx = [i for i in in_prompt if offsets[i] >= start]
             if req[0] == "" and self._server_bos:
                 idx = idx[1:]  # the start token the server prepended (it spans no characters)
+            elif req[0] == "" and sum(1 for i in in_prompt if offsets[i] < start) != 1:
+                raise TargetError(f"the server at {self.base_url} did not read --bos-token {self.bos_token!r} as "
+                                  "one special token")
         if not idx:
             return LoglikelihoodResult(0.0, 0, True)
         if any(lp.token_logprobs[i] is None for i in idx):

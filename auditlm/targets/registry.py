@@ -259,6 +259,7 @@ def resolve(
     api_key_env: str | None = None,
     max_concurrency: int | None = None,
     request_timeout: float | None = None,
+    bos_token: str | None = None,
 ) -> Target:
     """Turn a model spec into a loaded :class:`~auditlm.targets.base.Target`.
 
@@ -266,12 +267,12 @@ def resolve(
     as a local ``transformers`` model; ``self-debias:SPEC`` (or ``self-debias[types]:SPEC``) wraps ``SPEC`` in
     :class:`~auditlm.mitigate.self_debias.SelfDebiasTarget`; ``openai:BASE_URL#MODEL`` is a model behind an
     OpenAI-compatible server (:class:`~auditlm.targets.openai.OpenAITarget`; ``api_key_env``,
-    ``max_concurrency`` and ``request_timeout`` apply to it only); anything else is tried as a Hugging Face Hub
+    ``max_concurrency``, ``request_timeout`` and ``bos_token`` apply to it only); anything else is tried as a Hugging Face Hub
     id at ``revision``.
     """
     spec = spec or DEFAULT_MODEL
     if spec.startswith("openai:"):
-        return _openai_target(spec, revision, api_key_env, max_concurrency, request_timeout)
+        return _openai_target(spec, revision, api_key_env, max_concurrency, request_timeout, bos_token=bos_token)
     from auditlm.targets.hf import HFTarget
 
     if (wrapped := _self_debias_spec(spec)) is not None:
