@@ -62,7 +62,7 @@ CASES = {
     "fail-on other suite": (lambda p, s: ["run", "--suite", "bias.counterfactual_templates", "--fail-on",
                                           "bias.crows_pairs.pct_stereotype>0.6", "--store", str(s)],
                             "valid: bias.counterfactual_templates"),
-    "bad flag": (lambda p, s: ["run", "--nope", "--store", str(s)], "valid: --batch-size"),
+    "bad flag": (lambda p, s: ["run", "--nope", "--store", str(s)], "valid: --api-key-env, --batch-size"),
     "bad batch size": (lambda p, s: ["run", "--batch-size", "lots", "--store", str(s)], "auto or a positive integer"),
     "unknown command": (lambda p, s: ["frobnicate"], "valid: bundle, compare, dashboard, explain, mitigate, models, privacy, report, run, runs, signoff, suites"),
     "unknown run": (lambda p, s: ["runs", "show", "nope", "--store", str(s)], "unknown run 'nope'"),

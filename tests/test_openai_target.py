@@ -28,7 +28,8 @@ SECRET = "sk-test-SECRET-0123456789"
 class FakeServer:
     """A ThreadingHTTPServer on 127.0.0.1 (port 0) speaking enough of the OpenAI API for OpenAITarget."""
 
-    def __init__(self, model_dir: Path, *, logprobs: bool = True, delay: float = 0.0, add_bos: bool = True) -> None:
+    def __init__(self, model_dir: Path, *, logprobs: bool = True, delay: float = 0.0, add_bos: bool = True,
+                 shifted: bool = False) -> None:
         import torch
 
         from auditlm.targets.hf import HFTarget
@@ -37,6 +38,7 @@ class FakeServer:
         self.hf = HFTarget(str(model_dir), batch_size=1, prefix_sharing=False)
         self.logprobs = logprobs
         self.add_bos = add_bos
+        self.shifted = shifted  # echo like llama-cpp-python's server: no generated token, logprobs one off
         self.delay = delay
         self.faults: list[str] = []
         self.bodies: list[dict[str, Any]] = []
@@ -138,6 +140,9 @@ class FakeServer:
                 return base | {"object": "text_completion", "choices": [
                     {"index": 0, "finish_reason": "length", "text": "x", "logprobs": None}]}
             lp = self.echo(body["prompt"])
+            if self.shifted:
+                lp = {k: v[:-1] for k, v in lp.items()}
+                lp["token_logprobs"] = [None, *lp["token_logprobs"][2:], -1.0]
             return base | {"object": "text_completion", "choices": [
                 {"index": 0, "finish_reason": "length", "text": body["prompt"] + lp["tokens"][-1], "logprobs": lp}]}
         text = self._generate(body["prompt"], body, chat=False)
@@ -373,14 +378,37 @@ def test_empty_context_without_server_bos(tiny_model_dir: Path, tiny_target, one
 
 
 def test_straddling_boundary_uses_context_token_count(fresh: FakeServer, tiny_target, one_thread) -> None:
-    """When the server's tokens straddle len(context), the context is counted alone (one more request)."""
+    """When the server's tokens straddle len(context), the context is counted alone (one more request) and the
+    continuation is ``tokens(whole)[len(tokens(context)):]``, as in lm-eval, scored after ``tokens(whole)``'s
+    own first tokens (lm-eval feeds ``tokens(context)`` instead, which a text API cannot send)."""
+    import torch
+
     tok = tiny_target.tokenizer
-    ctx, cont = next((c, x) for c, x in [("Thenurse", "worked"), ("the", "n"), ("wor", "ked"), ("mor", "ning")]
-                     if len(tok(c + x).input_ids) <= len(tok(c).input_ids))
-    t = _target(fresh)
-    got = t.loglikelihood([(ctx, cont)])[0]
-    want = tiny_target.loglikelihood([(ctx, cont)])[0]
+
+    def straddles(c: str, x: str) -> bool:
+        starts = {s for s, _ in tok(c + x, return_offsets_mapping=True)["offset_mapping"]}
+        return len(c) not in starts and len(tok(c + x).input_ids) > len(tok(c).input_ids)
+
+    words = ["nurse", "doctor", "teacher", "morning", "worker", "hospital", "children", "engineer"]
+    ctx, cont = next((c, x) for w in words for k in range(1, len(w))
+                     for c, x in [(f"the {w[:k]}", f"{w[k:]} is here")] if straddles(c, x))
+    got = _target(fresh).loglikelihood([(ctx, cont)])[0]
     assert fresh.posts() == 3  # probe, the pair, the context alone
-    assert want.n_tokens >= 1
-    assert (got.n_tokens, got.is_greedy) == (want.n_tokens, want.is_greedy)
-    assert got.logprob == pytest.approx(want.logprob, abs=1e-4)
+    whole, n_ctx = tok(ctx + cont).input_ids, len(tok(ctx).input_ids)
+    with torch.inference_mode():
+        logp = tiny_target.model(torch.tensor([whole])).logits[0].float().log_softmax(-1)
+    want = sum(float(logp[i - 1, whole[i]]) for i in range(n_ctx, len(whole)))
+    assert got.n_tokens == len(whole) - n_ctx == tiny_target.loglikelihood([(ctx, cont)])[0].n_tokens
+    assert got.logprob == pytest.approx(want, abs=1e-4)
+
+
+def test_misaligned_echo_is_refused(tiny_model_dir: Path) -> None:
+    """An echo without the generated token (llama-cpp-python's server, whose log-probabilities are shifted by
+    one position) is refused by the probe, before the batch."""
+    srv = FakeServer(tiny_model_dir, shifted=True)
+    try:
+        with pytest.raises(TargetError, match="not aligned") as e:
+            OpenAITarget(srv.url, "tiny").loglikelihood(REQUESTS)
+        assert srv.posts() == 1 and "\n" not in str(e.value)
+    finally:
+        srv.close()

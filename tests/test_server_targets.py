@@ -124,42 +124,43 @@ def _gguf(tmp: Path) -> Path:
 @pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
                     reason="llama_cpp is not installed (pip install 'llama-cpp-python[server]')")
 @pytest.mark.skipif(not (DATA / "crows_pairs").is_dir(), reason="needs the CrowS-Pairs data (AUDITLM_DATA)")
-def test_llama_cpp_server_crows_pairs_matches_local(local, tmp_path: Path) -> None:
+def test_llama_cpp_server_echo_is_refused_and_shifted(local, tmp_path: Path) -> None:
+    """llama-cpp-python's server echoes prompt log-probabilities one position off for SmolLM2 (a model that adds
+    no BOS): the target refuses it, and the test measures the shift on CrowS-Pairs sentences: the echoed value of
+    token ``i`` matches the local model's log-probability of token ``i`` *after* token ``i`` (the next position),
+    not the log-probability of token ``i`` given what precedes it."""
+    import openai
+    import torch
+
     gguf = _gguf(tmp_path)
     port = _free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
            "--host", "127.0.0.1", "--port", str(port), "--logits_all", "true", "--n_ctx", "2048",
-           "--n_threads", "1"]
+           "--n_threads", "1", "--cache", "false"]
     _, reqs = _suite_requests("bias.crows_pairs", CROWS_LIMIT, DATA)
-    pairs = [(r.context, r.continuation) for rs in reqs for r in rs]
-    bos = local.tokenizer.bos_token
+    sentences = [r.continuation for rs in reqs for r in rs][:20]
+    tok, model = local.tokenizer, local.model
+    correct, shifted = [], []
     with _serve(cmd, port, tmp_path / "llama.log") as url:
-        remote = OpenAITarget(url, "smollm2", max_concurrency=1, bos_token=bos)
-        t0 = time.perf_counter()
-        got = remote.loglikelihood(pairs)
-        took = time.perf_counter() - t0
-    want = local.loglikelihood(pairs)
-    diffs = [abs(g.logprob - w.logprob) for g, w in zip(got, want, strict=True)]
-    per_tok = [d / w.n_tokens for d, w in zip(diffs, want, strict=True)]
-    flips, margins = [], []
-    for k in range(0, len(pairs), 2):
-        lm = want[k].logprob - want[k + 1].logprob
-        rm = got[k].logprob - got[k + 1].logprob
-        margins.append(abs(lm))
-        if (lm > 0) != (rm > 0):
-            flips.append({"item": k // 2, "local_margin": lm, "server_margin": rm})
-    report = {
-        "items": len(pairs) // 2, "sentences": len(pairs), "server_s": round(took, 1),
-        "n_tokens_equal": sum(g.n_tokens == w.n_tokens for g, w in zip(got, want, strict=True)),
-        "max_abs_diff": max(diffs), "mean_abs_diff": sum(diffs) / len(diffs),
-        "max_abs_diff_per_token": max(per_tok), "mean_abs_diff_per_token": sum(per_tok) / len(per_tok),
-        "is_greedy_equal": sum(g.is_greedy == w.is_greedy for g, w in zip(got, want, strict=True)),
-        "flips": flips, "min_local_margin": min(margins),
-    }
-    print("\nllama-cpp-python server vs local:", json.dumps(report, indent=1))
+        with pytest.raises(TargetError, match="not aligned"):
+            OpenAITarget(url, "smollm2").check_loglikelihood()
+        client = openai.OpenAI(base_url=url, api_key="EMPTY")
+        for text in sentences:
+            lp = client.completions.create(model="smollm2", prompt=text, echo=True, logprobs=1, max_tokens=1,
+                                           temperature=0).choices[0].logprobs
+            ids = tok(text, add_special_tokens=False).input_ids
+            if len(lp.tokens) != len(ids):
+                continue
+            with torch.inference_mode():
+                ref = model(torch.tensor([ids])).logits[0].float().log_softmax(-1)
+            for i in range(1, len(ids)):
+                got = lp.token_logprobs[i]
+                correct.append(abs(got - float(ref[i - 1, ids[i]])))
+                shifted.append(abs(got - float(ref[i, ids[i]])))
+    report = {"tokens": len(correct), "mean_abs_diff_vs_correct": sum(correct) / len(correct),
+              "mean_abs_diff_vs_next_position": sum(shifted) / len(shifted)}
+    print("\nllama-cpp-python server echo vs local:", json.dumps(report))
     if path := os.environ.get("AUDITLM_SERVER_REPORT"):
         Path(path).write_text(json.dumps(report, indent=1))
-    assert report["n_tokens_equal"] == len(pairs)  # the same tokenisation, BOS handling and boundaries
-    assert report["mean_abs_diff_per_token"] < 0.05
-    # Q4_1 arithmetic vs dequantised fp32: an item may only flip when the two sentences are nearly tied.
-    assert all(abs(f["local_margin"]) < 2 * report["max_abs_diff"] for f in flips)
+    assert report["tokens"] > 100
+    assert report["mean_abs_diff_vs_next_position"] < 0.2 < report["mean_abs_diff_vs_correct"]

@@ -4,14 +4,18 @@ Generation uses ``/v1/completions`` (``/v1/chat/completions`` when the suite ask
 decoding is ``temperature=0``, a sampled prompt sends its own ``seed``. Log-likelihoods use *prompt
 log-probabilities*: ``/v1/completions`` with ``prompt=context+continuation, echo=True, logprobs=1,
 max_tokens=1``; the continuation's tokens are those whose ``text_offset`` lies at or after the character where
-the continuation starts. Servers that return them: vLLM, llama.cpp's ``llama-server`` and llama-cpp-python's
-server (started with ``--logits_all true``). ``transformers serve`` and hosted OpenAI models do not; that is
-found with one probe request (:meth:`OpenAITarget.check_loglikelihood`) before any suite request is sent.
+the continuation starts. vLLM's server returns them. ``transformers serve`` (5.x) ignores ``echo``/``logprobs``;
+llama-cpp-python's server (0.3.36) echoes them misaligned (without the generated token, each prompt token given
+the log-probability of the *next* position, for models that add no BOS, and the first token after a BOS is
+nulled); hosted OpenAI models no longer echo. One probe request (:meth:`OpenAITarget.check_loglikelihood`) finds
+all three before any suite request is sent, and the run stops with a one-line :class:`TargetError`.
 
 Semantics follow lm-evaluation-harness as :class:`~auditlm.targets.hf.HFTarget` does, with the server's own
 tokenizer: trailing whitespace of a context moves into the continuation; when the server's tokens straddle the
-context/continuation boundary, the context is tokenised alone (one more echo request) and the continuation is
-``tokens(context + continuation)[len(tokens(context)):]``, as ``HFLM`` does. An empty context is conditioned on
+context/continuation boundary (rare: a continuation starting mid-word), the context is tokenised alone (one more
+echo request) and the continuation is ``tokens(context + continuation)[len(tokens(context)):]``, as ``HFLM``
+takes it, but scored after the whole text's own first tokens (``HFLM`` feeds ``tokens(context)``, which a text
+prompt cannot carry), so such a request can differ from :class:`HFTarget`. An empty context is conditioned on
 the start token: on the one the server prepends itself (llama.cpp for models whose GGUF says ``add_bos_token``)
 when it does, else on ``bos_token`` (its text, which the server must parse as the special token, as vLLM and
 llama.cpp do), else it is a :class:`TargetError`. ``is_greedy`` compares each continuation token with the top-1
@@ -48,9 +52,9 @@ DEFAULT_REQUEST_TIMEOUT = 600.0
 DEFAULT_MAX_RETRIES = 5
 #: The key sent when no ``--api-key-env`` is named (local servers ignore it; the SDK requires one).
 DUMMY_KEY = "EMPTY"
-#: The probe text of :meth:`OpenAITarget.check_loglikelihood`.
-_PROBE = "The cat sat on the mat."
-LOGPROB_SERVERS = "vLLM, llama.cpp's llama-server, llama-cpp-python's server (--logits_all true)"
+#: The probe text of :meth:`OpenAITarget.check_loglikelihood` (mid-sentence: the next token is no end token).
+_PROBE = "The cat sat on the"
+LOGPROB_SERVERS = "vLLM's OpenAI-compatible server (echo with logprobs on /v1/completions)"
 
 _K = TypeVar("_K")
 _R = TypeVar("_R")
@@ -239,6 +243,15 @@ class OpenAITarget:
                 return
             lp = self._echo(_PROBE)
             offsets = [int(o) for o in lp.text_offset]
+            if sum(o >= len(_PROBE) for o in offsets) != 1 or lp.token_logprobs[0] is not None:
+                # The echo of a prompt is its tokens (the first one unscored) and then the one generated token.
+                # llama-cpp-python's server (0.3.x) drops the generated token and shifts every prompt token's
+                # log-probability by one position for models that add no BOS, so its numbers are wrong.
+                raise TargetError(
+                    f"the server at {self.base_url} (model {self.model}) returns prompt log-probabilities that are "
+                    "not aligned with the prompt tokens (the echo lacks the generated token, as llama-cpp-python's "
+                    f"server does), so it cannot score log-likelihood suites; servers that can: {LOGPROB_SERVERS}"
+                )
             # A prepended start token spans none of the prompt's characters: the next token starts at 0 too.
             self._server_bos = len(offsets) > 1 and offsets[0] == 0 and offsets[1] == 0
             self._checked = True
