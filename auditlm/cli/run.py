@@ -29,8 +29,9 @@ DTYPES = ("auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16", "hal
 
 
 def run(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Built-in model name, local directory "
-                                              "or Hugging Face model id [default: smollm2-135m-instruct].")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Built-in model name, local directory, "
+                                              "Hugging Face model id, or openai:BASE_URL#MODEL (an "
+                                              "OpenAI-compatible server) [default: smollm2-135m-instruct].")] = None,
     suite: Annotated[list[str] | None, typer.Option("--suite", "-s", help="Suite id or family (repeatable) "
                                                     "[default: the default suites].")] = None,
     limit: Annotated[int | None, typer.Option("--limit", min=1, help="Seeded subset of N items per suite, "
