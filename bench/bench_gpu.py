@@ -203,12 +203,16 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     items = bbq_items(tokenizer, args.items, (args.ctx_min, args.ctx_max), args.seed)
     n_tokens = request_tokens(tokenizer, items)
     t1 = time.perf_counter()
-    model = build_model(llama_config(CONFIGS[args.model], tokenizer), device, dtype, args.seed)
+    shape = dict(CONFIGS[args.model])
+    if args.layers is not None:
+        shape["num_hidden_layers"] = args.layers
+    model = build_model(llama_config(shape, tokenizer), device, dtype, args.seed)
     n_params = matmul_params(model)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     print(
-        f"model {args.model}: {n_params / 1e6:.1f} M matmul params, {args.dtype}, {device}"
+        f"model {args.model}{f' ({args.layers} layers)' if args.layers is not None else ''}: "
+        f"{n_params / 1e6:.1f} M matmul params, {args.dtype}, {device}"
         f"{' (' + torch.cuda.get_device_name() + ')' if device.startswith('cuda') else ''}; "
         f"{len(items)} items x 3 answers, {n_tokens} request tokens; tokenizer+requests {t1 - t0:.1f} s, "
         f"model built in {time.perf_counter() - t1:.1f} s",
@@ -265,6 +269,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; ``--smoke`` sets a tiny CPU run."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", choices=sorted(CONFIGS), default="1b")
+    ap.add_argument("--layers", type=int, default=None, help="override the shape's layer count (a quick check)")
     ap.add_argument("--items", type=int, default=200, help="BBQ-shaped items, 3 requests each (default 200)")
     ap.add_argument("--batch-size", type=int, default=32, help="every scorer's batch size (default 32)")
     ap.add_argument("--rounds", type=int, default=2, help="interleaved parts (default 2)")
