@@ -15,7 +15,10 @@ runs); wall seconds; tokens/s; TFLOP/s = 2 x N x tokens / wall, N = the paramete
 (all but the input embedding lookup; a tied lm_head counts once), i.e. the forward FLOPs of scoring every
 request separately; with shared prefixes that is an *effective* rate (the shared context runs once, so it
 can exceed what the hardware does); % roofline = TFLOP/s / ``--peak-tflops`` (default 790, H200 dense bf16).
-``disagree`` counts items whose chosen answer differs from lm-eval's (bf16: batch shapes change rounding).
+``disagree`` counts items whose chosen answer differs from lm-eval's, ``max|dlogp|`` the largest log-prob
+difference: in bf16 lm-eval takes the log-softmax in the model dtype (its ``softmax_dtype`` default), auditlm in
+fp32, so they differ by ~0.1-0.2 nats (0.19 on a CPU bf16 run of one layer of the 1B shape);
+``--lm-eval-softmax-fp32`` passes ``softmax_dtype="float32"`` to ``HFLM``.
 
 Needs torch (with CUDA for the real run), transformers, tokenizers, and lm-eval (``--no-lm-eval`` drops that
 scorer). Usage: ``python bench/bench_gpu.py --model 1b --items 400`` or ``python bench/bench_gpu.py --smoke``.
@@ -222,7 +225,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if not args.no_lm_eval:
         from lm_eval.models.huggingface import HFLM
 
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=args.batch_size)
+        lm = HFLM(
+            pretrained=model,
+            tokenizer=tokenizer,
+            batch_size=args.batch_size,
+            softmax_dtype="float32" if args.lm_eval_softmax_fp32 else None,
+        )
     scorers = scorers_for(model, tokenizer, lm, args.batch_size, skip_plain=False)
     for scorer in scorers.values():  # warm-up: kernels picked, allocator grown
         scorer([r for item in items[: min(len(items), args.batch_size)] for r in item])
@@ -280,6 +288,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--peak-tflops", type=float, default=H200_BF16_TFLOPS)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-lm-eval", action="store_true", help="skip the lm-eval HFLM scorer")
+    ap.add_argument("--lm-eval-softmax-fp32", action="store_true", help="HFLM softmax_dtype='float32'")
     ap.add_argument("--smoke", action="store_true", help="tiny model, 8 items, CPU fp32: seconds")
     args = ap.parse_args(argv)
     if args.smoke:
