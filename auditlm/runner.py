@@ -68,6 +68,9 @@ class RunConfig:
     #: ``--where FIELD=VALUE,…``: keep only the items whose group field ``FIELD`` is one of the values, in every
     #: suite that has that group field (other suites run in full); applied before ``limit``.
     where: dict[str, list[str]] = field(default_factory=dict)
+    #: ``--fail-on`` gate expressions the run was started with (the Run page and the report re-check them
+    #: against the stored metrics).
+    fail_on: list[str] = field(default_factory=list)
     #: ``openai:`` server models only: the environment variable holding the API key (its name; the key itself is
     #: never stored), requests in flight at once, seconds per request, and the text of the start token an empty
     #: context is conditioned on when the server prepends none.

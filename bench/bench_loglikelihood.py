@@ -32,6 +32,7 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,7 +89,7 @@ Scorer = Callable[[list[Request]], list[float]]
 
 
 def make_scorers(batch_size: int, skip_plain: bool) -> dict[str, Scorer]:
-    from lm_eval.api.instance import Instance
+    """The three scorers on the default model (float32, CPU)."""
     from lm_eval.models.huggingface import HFLM
 
     from auditlm.targets.hf import HFTarget
@@ -98,12 +99,20 @@ def make_scorers(batch_size: int, skip_plain: bool) -> dict[str, Scorer]:
     loaded = resolve(None, dtype="float32", device="cpu")
     assert isinstance(loaded, HFTarget)
     lm = HFLM(pretrained=str(path), dtype="float32", batch_size=batch_size, device="cpu")
+    return scorers_for(loaded.model, loaded.tokenizer, lm, batch_size, skip_plain)
+
+
+def scorers_for(model: Any, tokenizer: Any, lm: Any, batch_size: int, skip_plain: bool) -> dict[str, Scorer]:
+    """auditlm ``HFTarget`` scorers (shared prefixes; plain unless ``skip_plain``) over a loaded ``model`` and
+    ``tokenizer``, and lm-eval's ``HFLM`` instance ``lm`` (left out when ``None``); every call of an auditlm
+    scorer gets a fresh ``HFTarget``, so no memoised result carries over."""
+    from auditlm.targets.hf import HFTarget
 
     def auditlm(prefix_sharing: bool) -> Scorer:
         def score(reqs: list[Request]) -> list[float]:
             target = HFTarget(
-                model=loaded.model,
-                tokenizer=loaded.tokenizer,
+                model=model,
+                tokenizer=tokenizer,
                 batch_size=batch_size,
                 prefix_sharing=prefix_sharing,
             )
@@ -112,6 +121,8 @@ def make_scorers(batch_size: int, skip_plain: bool) -> dict[str, Scorer]:
         return score
 
     def lm_eval(reqs: list[Request]) -> list[float]:
+        from lm_eval.api.instance import Instance
+
         instances = [
             Instance(request_type="loglikelihood", doc={}, arguments=r, idx=i) for i, r in enumerate(reqs)
         ]
@@ -120,7 +131,8 @@ def make_scorers(batch_size: int, skip_plain: bool) -> dict[str, Scorer]:
     scorers = {"auditlm (shared prefixes)": auditlm(True)}
     if not skip_plain:
         scorers["auditlm (plain)"] = auditlm(False)
-    scorers["lm-eval HFLM"] = lm_eval
+    if lm is not None:
+        scorers["lm-eval HFLM"] = lm_eval
     return scorers
 
 

@@ -21,6 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from auditlm.errors import AuditError
+from auditlm.report import stored_gates
 from auditlm.store import Store
 
 #: The environment variable ``auditlm dashboard`` passes the store path in.
@@ -124,14 +125,17 @@ def runs(path: str, ver: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def run(path: str, ver: str, run_id: str) -> dict[str, Any] | None:
-    """A run's header, suites and metric rows (``None`` for an unknown run)."""
+    """A run's header, suites, metric rows and its ``--fail-on`` gates re-checked on the stored metrics
+    (:func:`auditlm.report.stored_gates`); ``None`` for an unknown run."""
     with _open(path) as s:
         try:
             r = s.get_run(run_id)
         except AuditError:
             return None
         suites = s.run_suites(run_id)
-        metrics = [m.to_dict() for m in s.metrics(run_id)]
+        rows = s.metrics(run_id)
+        metrics = [m.to_dict() for m in rows]
+        gates = stored_gates(r.config or {}, [x["suite_id"] for x in suites], rows)  # the run's --fail-on
         summaries = {k: [m.to_dict() for m in v] for k, v in s.explain_summary(run_id).items()}
         try:
             signoffs = list(s.signoffs(run_id))  # `auditlm signoff`; [] on a store older than the sign-off table
@@ -139,7 +143,7 @@ def run(path: str, ver: str, run_id: str) -> dict[str, Any] | None:
             signoffs = None
         n_expl = _count_explanations(s, run_id)
     return {"run": {k: getattr(r, k) for k in r.__dataclass_fields__}, "suites": suites, "metrics": metrics,
-            "explain_summary": summaries, "signoffs": signoffs, "explanations": n_expl}
+            "explain_summary": summaries, "signoffs": signoffs, "explanations": n_expl, "gates": gates}
 
 
 def _count_explanations(s: Store, run_id: str) -> dict[str, int]:

@@ -39,13 +39,13 @@ def data_dir() -> Path:
     return Path(os.environ.get("AUDITLM_DATA") or DATA)
 
 
-def _cli(argv: list[str]) -> None:
+def _cli(argv: list[str], ok: tuple[int | None, ...] = (0, None)) -> None:
     from auditlm.cli import main
 
     try:
         main(argv)
     except SystemExit as e:
-        assert e.code in (0, None), f"auditlm {' '.join(argv)} exited {e.code}"
+        assert e.code in ok, f"auditlm {' '.join(argv)} exited {e.code}"
 
 
 def _fake_privacy_run(path: Path, store_raw: bool, skipped: dict[str, str] | None = None) -> tuple[str, list]:
@@ -61,6 +61,10 @@ def _fake_privacy_run(path: Path, store_raw: bool, skipped: dict[str, str] | Non
         rid = runner.start_run(st, t, prepared, cfg, skipped or {})
         runner.execute(st, rid, t, prepared, cfg)
     return rid, [it for _, it in prepared[0].items]
+
+
+#: Run B's ``--fail-on`` gates: a share is never above 1.5 (pass) and always at least 0 (fail).
+GATE_PASS, GATE_FAIL = "bias.crows_pairs.pct_stereotype>1.5", "bias.crows_pairs.pct_stereotype>=0"
 
 
 def _replaced(raw: str, redacted: str) -> list[str]:
@@ -82,7 +86,9 @@ def build(folder: Path, tiny_model_dir: Path) -> Stores:
     _cli(["run", *common, "--limit", "12"])
     with Store(path, readonly=True) as st:
         run_a = st.list_runs()[0].run_id
-    _cli(["run", *common, "--limit", "16"])  # same seed: its first 12 items are run A's, so rows pair
+    # same seed: its first 12 items are run A's, so rows pair. Two gates stored with it: one that cannot hold
+    # (passes) and one that always holds (fails, so the run exits 1)
+    _cli(["run", *common, "--limit", "16", "--fail-on", GATE_PASS, "--fail-on", GATE_FAIL], ok=(1,))
     with Store(path, readonly=True) as st:
         run_b = st.list_runs()[0].run_id
     _cli(["explain", run_a, "--suite", "bias.counterfactual_templates", "--top", "2", "--method", "feature_ablation",

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import dashboard_store
 import pytest
-from dashboard_store import BIAS, PII, PLANTED, Stores, synthetic_store
+from dashboard_store import BIAS, GATE_FAIL, GATE_PASS, PII, PLANTED, Stores, synthetic_store
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest
@@ -79,6 +79,25 @@ def test_runs_page_lists_every_run(dash_stores: Stores):
     searched = _page(dash_stores.path, "runs", q="fake-pii")
     _ok(searched)
     assert any("1 of 3 runs" in m.value for m in searched.markdown)
+
+
+def test_run_page_rechecks_the_stored_gates(dash_stores: Stores):
+    """Run B was started with two --fail-on gates: the Run page lists both with the value read from the stored
+    metrics, one passing and one failing; run A, started without gates, says so."""
+    from auditlm.store import Store
+
+    with Store(dash_stores.path, readonly=True) as s:
+        value = next(m.value for m in s.metrics(dash_stores.run_b)
+                     if m.suite == "bias.crows_pairs" and m.metric == "pct_stereotype" and m.group is None)
+    at = _page(dash_stores.path, "run", run=dash_stores.run_b)
+    _ok(at)
+    frame = next(d.value for d in at.dataframe if "gate (fails when it holds)" in d.value.columns)
+    assert list(frame["gate (fails when it holds)"]) == [GATE_PASS, GATE_FAIL]
+    assert list(frame["result"]) == ["pass", "FAIL"]
+    assert list(frame["value"]) == [f"{value:.3f}"] * 2  # both gates read the same stored row
+    assert any("1 of 2 gates fail" in e.value for e in at.error)
+    a = _page(dash_stores.path, "run", run=dash_stores.run_a)
+    assert any("no --fail-on gates are stored" in c.value for c in a.caption)
 
 
 def test_run_page_metrics_groups_disparities_provenance_coverage(dash_stores: Stores):

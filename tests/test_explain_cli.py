@@ -11,6 +11,7 @@ import re
 import sqlite3
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -86,7 +87,9 @@ def fake_explainer(monkeypatch: pytest.MonkeyPatch):
         return [_metric("comprehensiveness_aopc", 0.4), _metric("sufficiency_aopc", float("nan"))]
 
     faith.faithfulness = faithfulness
-    faith.group_share = lambda explanations, *, seed=0, **kw: [_metric("group_term_share", 0.3, "gender")]
+    faith.group_share = lambda explanations, *, seed=0, **kw: [
+        replace(_metric("group_term_share", v, "gender"), extra={"method": m, "ci": {"method": "bootstrap"}})
+        for m, v in (("feature_ablation", 0.3), ("shapley_sampling", 0.6))]
     for name, mod in (("methods", methods), ("faithfulness", faith)):
         monkeypatch.setitem(sys.modules, f"auditlm.explain.{name}", mod)
         monkeypatch.setattr(auditlm.explain, name, mod, raising=False)
@@ -156,9 +159,13 @@ def test_explain_stores_and_reads_back_the_same(hf_run, fake_explainer, capsys):
     expected = [e.to_dict() for e in _fake_explanations(_Spec(), [_Rec(ids[0]), _Rec(ids[2])], list(METHODS), 3)]
     key = lambda d: (d["item_id"], d["method"])  # noqa: E731
     assert sorted(first, key=key) == sorted(expected, key=key)
-    assert [m.metric for m in summary["group_share"]] == ["group_term_share"]
+    assert [m.metric for m in summary["group_share"]] == ["group_term_share"] * 2
     assert "faithfulness" not in summary
     assert "explanations · run" in out and "layer_integrated_gradients" in out and "preference" in out
+    # one share table per method, named in its title, holding that method's row only
+    tables = re.split(r"group-term share of the preference · ", out)[1:]
+    assert [t.split(" · ")[0] for t in tables] == ["feature_ablation", "shapley_sampling"]
+    assert "0.300" in tables[0] and "0.600" not in tables[0] and "0.600" in tables[1]
     # explaining again replaces rows rather than adding them, and reads back the same
     assert _run(["explain", run_id, "--item", ids[0], "--item", ids[2], "--seed", "3", "--store", str(path)],
                 capsys)[0] == 0

@@ -260,3 +260,29 @@ def test_report_shows_attribution_highlights(two_runs):
     assert doc["group_share"] and all(m["metric"] == "group_term_share" for m in doc["group_share"])
     md = render_markdown(doc)
     assert "## Attribution highlights" in md and e.item_id.replace("|", "\\|") in md
+
+
+def test_report_rechecks_the_gates_the_run_was_started_with(tiny_model_dir: Path, tmp_path: Path):
+    """``--fail-on`` gates are stored in the run's config; the report re-checks each on the stored metrics
+    (same value and verdict ``auditlm run`` printed) and shows it in every format; a run without gates says so."""
+    store = str(tmp_path / "runs.sqlite")
+    passing, failing = f"{SUITE}.negativity_spread>100", f"{SUITE}.negativity_spread>=0"
+    code, out, err = _cli(["run", "--model", str(tiny_model_dir), "--suite", SUITE, "--limit", "8", "--store", store,
+                           "--fail-on", passing, "--fail-on", failing, "--json"])
+    assert code == 1, err  # the second gate always holds
+    printed = json.loads(out)
+    assert [(g["expr"], g["passed"]) for g in printed["gates"]] == [(passing, True), (failing, False)]
+    with Store(store, readonly=True) as st:
+        doc = build_report(st, printed["run_id"])
+    jsonschema.validate(doc, SCHEMA)
+    assert doc["run"]["config"]["fail_on"] == [passing, failing]
+    assert [(g["expr"], g["passed"], g["value"]) for g in doc["gates"]] == \
+        [(g["expr"], g["passed"], g["value"]) for g in printed["gates"]]
+    md, page = render_markdown(doc), render_html(doc)
+    assert f"| `{failing}` |" in md and "**FAIL**" in md and "**pass**" in md
+    assert f"<code>{failing.replace('>', '&gt;')}</code>" in page and "FAIL" in page
+    code, out, err = _cli(["run", "--model", str(tiny_model_dir), "--suite", SUITE, "--limit", "8", "--store", store,
+                           "--json"])
+    with Store(store, readonly=True) as st:
+        plain = build_report(st, json.loads(out)["run_id"])
+    assert plain["gates"] == [] and "No `--fail-on` gates" in render_markdown(plain)

@@ -138,8 +138,9 @@ def explain(
     _print_explanations(run_id, explanations)
     if with_faithfulness:
         _print_table(f"faithfulness · run {run_id}", faith, [])
-    if shares:
-        _print_table(f"group-term share of the preference · run {run_id}", shares, [])
+    for method in sorted({str(m.extra.get("method") or "") for m in shares}):  # one table per method
+        _print_table(f"group-term share of the preference · {method + ' · ' if method else ''}run {run_id}",
+                     [m for m in shares if str(m.extra.get("method") or "") == method], [])
 
 
 def _check_flags(item: list[str] | None, top: int | None, method: list[str] | None,

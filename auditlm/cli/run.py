@@ -116,7 +116,8 @@ def run(
                  "dtype": dtype, "store_raw": store_raw, "trust_remote_code": trust_remote_code, "probes": probes}
         with _resume_reader(store) as ro:
             cfg = _resumed_config(ro, resume, given)
-            skipped, prepared, gates = _plan(cfg, suite=None, fail_on=fail_on, resuming=True)
+            # gates given again replace the stored ones for this check; the stored ones are checked otherwise
+            skipped, prepared, gates = _plan(cfg, suite=None, fail_on=fail_on or cfg.fail_on, resuming=True)
             runner.check_resumable(ro, resume, prepared)  # before the model loads: a refusal costs nothing
             ro.check_lease_free(resume)  # another process resuming it: refused before the model loads too
     else:
@@ -127,6 +128,7 @@ def run(
                                trust_remote_code=trust_remote_code, reference_model=reference_model,
                                inputs={k: v for k, v in (("corpus", corpus), ("non_members", non_members),
                                                          ("canaries", canaries)) if v},
+                               fail_on=[e.strip() for e in fail_on or []],
                                api_key_env=api_key_env, max_concurrency=max_concurrency,
                                request_timeout=request_timeout, bos_token=bos_token)
         skipped, prepared, gates = _plan(cfg, suite=suite, fail_on=fail_on, resuming=False)

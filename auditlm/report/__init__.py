@@ -168,6 +168,22 @@ def summary(run: Any, suites: list[dict[str, Any]], metrics: list[MetricResult],
     }
 
 
+def stored_gates(config: dict[str, Any], suite_ids: list[str], metrics: list[MetricResult]) -> list[dict[str, Any]]:
+    """Re-check the ``--fail-on`` gates a run was started with (``config["fail_on"]``) against its stored
+    metrics: one ``{"expr", "passed", "value", "error"}`` per gate, in the order given. ``passed`` is None (and
+    ``error`` says why) for a gate that no longer parses or names no stored row (a group left empty, a run
+    still running)."""
+    out: list[dict[str, Any]] = []
+    for expr in config.get("fail_on") or []:
+        try:
+            ok, value = parse_gate(str(expr), suite_ids).check(metrics)
+        except GateError as e:
+            out.append({"expr": str(expr), "passed": None, "value": None, "error": str(e)})
+        else:
+            out.append({"expr": str(expr), "passed": ok, "value": _clean(value), "error": None})
+    return out
+
+
 def build_report(store: Any, run_id: str, compare_with: str | None = None, **kw: Any) -> dict[str, Any]:
     """The ``auditlm.report/1`` document of a stored run (:func:`auditlm.report.jsonreport.build_report`)."""
     from auditlm.report.jsonreport import build_report as _build

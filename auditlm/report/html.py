@@ -90,6 +90,15 @@ def render_html(doc: dict[str, Any]) -> str:
     p.append("<p>Verdict rule: <em>detected</em> when the interval excludes the ideal; <em>no evidence</em> when it "
              "includes the ideal and lies within ideal ± tolerance; otherwise (or with no interval, or small n) "
              "<em>underpowered</em>.</p>")
+    p.append("<h2>Gates</h2>")
+    if doc.get("gates"):
+        p.append(_table(["gate (fails when it holds)", "value", "result"],
+                        [[f"<code>{_e(x['expr'])}</code>", g(x["value"]),
+                          "<b>pass</b>" if x["passed"] else ("<b class=\"fail\">FAIL</b>" if x["passed"] is False
+                                                              else f"not checked — {_e(x['error'])}")]
+                         for x in doc["gates"]], {1}))
+    else:
+        p.append("<p>No <code>--fail-on</code> gates were given with this run.</p>")
     p.append("<h2>Sign-off</h2>")
     if doc["signoffs"]:
         p.append(_table(["when", "reviewer", "decision", "note", "evidence sha256"],

@@ -9,6 +9,7 @@ Markdown and HTML renderers, the model card, the bundle and the dashboard read. 
              model_info, config, error},
      "raw_values": bool,          # the run was made with --store-raw: item texts hold raw PII
      "summary": [verdict],        # one per suite (auditlm.report.verdicts.Verdict.to_dict())
+     "gates": [{expr, passed, value, error}],  # the run's --fail-on gates re-checked on the stored metrics
      "suites": [{id, version, kind, family, status, n_items, detail, digest, data_files, verdict,
                  "metrics": [metric row], "charts": [{metric, group_field, ideal, rows: [...]}],
                  "worst_items": [{item_id, severity, group, text, output}]}],
@@ -33,6 +34,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from auditlm.metrics import MetricResult
+from auditlm.report import stored_gates
 from auditlm.report.verdicts import HEADLINES, suite_verdicts
 
 SCHEMA = "auditlm.report/1"
@@ -294,6 +296,7 @@ def build_report(store: Any, run_id: str, compare_with: str | None = None, *,
                        "model_info": run.model_info, "config": cfg, "error": run.error}),
         "raw_values": raw,
         "summary": [_clean(v.to_dict()) for v in verdicts],
+        "gates": stored_gates(cfg, [s["suite_id"] for s in suites], metrics),
         "suites": suite_docs,
         "attributions": attributions,
         "group_share": group_share,

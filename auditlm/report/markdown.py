@@ -56,6 +56,15 @@ def render_markdown(doc: dict[str, Any]) -> str:
     out += ["Verdict rule: *detected* when the interval excludes the ideal; *no evidence* when it includes the "
             "ideal and lies within ideal ± tolerance; otherwise (or with no interval, or small n) *underpowered*.",
             ""]
+    out += ["## Gates", ""]
+    if doc.get("gates"):
+        out += ["| gate (fails when it holds) | value | result |", "|---|---:|---|"]
+        for x in doc["gates"]:
+            result = "**pass**" if x["passed"] else ("**FAIL**" if x["passed"] is False else f"not checked — {_cell(x['error'])}")
+            out.append(f"| `{x['expr']}` | {g(x['value'])} | {result} |")
+    else:
+        out.append("No `--fail-on` gates were given with this run.")
+    out.append("")
     out += ["## Sign-off", ""]
     if doc["signoffs"]:
         out += ["| when | reviewer | decision | note | evidence sha256 |", "|---|---|---|---|---|"]

@@ -149,9 +149,15 @@ for s in suites:
                         f" at {d['worst']}, min {ui.fmt(d['min'])} at {d['best']}){ratio}")
 
 st.header("Gates")
-gates = r["config"].get("fail_on") or r["config"].get("gates") or []
+gates = info["gates"]
 if gates:
-    st.write(gates)
+    st.dataframe(pd.DataFrame([{"gate (fails when it holds)": x["expr"], "value": ui.fmt(x["value"]),
+                                "result": "pass" if x["passed"] else ("FAIL" if x["passed"] is False
+                                                                      else f"not checked: {x['error']}")}
+                               for x in gates]), hide_index=True, width="stretch")
+    failed = [x["expr"] for x in gates if x["passed"] is False]
+    (st.error if failed else st.success)(f"{len(failed)} of {len(gates)} gates fail" if failed
+                                         else f"all {len(gates)} gates pass")
 else:
     st.caption("no --fail-on gates are stored with this run (gates are checked by `auditlm run --fail-on` and "
                "`auditlm compare --fail-on-regression`; see the Compare page)")
