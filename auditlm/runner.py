@@ -68,6 +68,10 @@ class RunConfig:
     #: ``--where FIELD=VALUE,…``: keep only the items whose group field ``FIELD`` is one of the values, in every
     #: suite that has that group field (other suites run in full); applied before ``limit``.
     where: dict[str, list[str]] = field(default_factory=dict)
+    #: ``--ray [ADDRESS]``: the run's chunks were answered by a pool of Ray actors ("" = a local Ray), and
+    #: ``--ray-actors``: how many. Provenance only: a run resumes with or without Ray to the same metrics.
+    ray: str | None = None
+    ray_actors: int | None = None
     #: ``--fail-on`` gate expressions the run was started with (the Run page and the report re-check them
     #: against the stored metrics).
     fail_on: list[str] = field(default_factory=list)
@@ -239,10 +243,13 @@ def check_resumable(store: Store, run_id: str, prepared: list[PreparedSuite]) ->
 
 
 def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSuite], config: RunConfig,
-            progress: ProgressFactory | None = None, reference: Target | None = None) -> RunResult:
+            progress: ProgressFactory | None = None, reference: Target | None = None,
+            pool: Any | None = None) -> RunResult:
     """Compute every pending item, aggregate each suite from the store, and mark the run complete.
 
     ``reference`` answers the requests a scorer addresses to ``"reference"`` (``--reference-model``).
+    ``pool`` (a :class:`~auditlm.distributed.RayPool`) answers the pending chunks' requests on its replicas
+    instead of ``target``; scoring and every store write stay in this process.
 
     The run's lease (:meth:`Store.acquire_lease`) is held throughout, so a second process executing the same
     run (two ``--resume``) is refused with a one-line :class:`StoreError` before it computes anything.
@@ -264,7 +271,7 @@ def execute(store: Store, run_id: str, target: Target, prepared: list[PreparedSu
     try:
         store.set_run_status(run_id, "running")
         for pos, p in enumerate(prepared):
-            _run_suite(store, run_id, targets, p, pos, config, ctx, progress, token)
+            _run_suite(store, run_id, targets, p, pos, config, ctx, progress, token, pool)
         result = RunResult(run_id, store.metrics(run_id), store.run_suites(run_id))
         prev = store.get_run(run_id).duration_s or 0.0
         with _signals_deferred():  # marked complete, a run is never then marked interrupted
@@ -346,7 +353,7 @@ def generation_seed(run_seed: int, suite_id: str, item_id: str, request_index: i
     return stable_seed(run_seed, "generate", suite_id, item_id, request_index, sample)
 
 
-def _answer(targets: dict[str, Target], reqs: list[list[Request]], params: GenerationParams | None,
+def answer(targets: dict[str, Target], reqs: list[list[Request]], params: GenerationParams | None,
             suite_id: str, item_ids: list[str]) -> list[list[Output]]:
     """Send each target its requests in one batched call per primitive; outputs in request order.
 
@@ -373,7 +380,8 @@ def _answer(targets: dict[str, Target], reqs: list[list[Request]], params: Gener
 
 
 def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: PreparedSuite, pos: int,
-               config: RunConfig, ctx: ScoreContext, progress: ProgressFactory | None, token: str) -> None:
+               config: RunConfig, ctx: ScoreContext, progress: ProgressFactory | None, token: str,
+               pool: Any | None = None) -> None:
     spec = p.suite.spec
     scorer = get_scorer(spec)
     ctx = replace(ctx, data_dir=p.data_dir)
@@ -389,11 +397,20 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
     if advance:
         advance(len(p.items) - sum(len(c) for c in pending))
     params = spec.generation.params(config.seed) if spec.generation else None
-    for chunk in pending:
-        chunk = [(i, it, sid) for i, it, sid in chunk if sid not in done]
+    todo = [[(i, it, sid) for i, it, sid in chunk if sid not in done] for chunk in pending]
+    reqs = [[scorer.requests(it) for _, it, _ in chunk] for chunk in todo]
+
+    def ids(k: int) -> list[str]:
+        return [it["id"] for _, it, _ in todo[k]]
+
+    if pool is None:
+        answered: Iterator[tuple[int, list[list[Output]]]] = (
+            (k, answer(targets, reqs[k], params, spec.id, ids(k))) for k in range(len(todo)))
+    else:  # the replicas answer; this process scores and writes each chunk once, in the order they finish
+        answered = pool.answer_chunks((k, reqs[k], params, spec.id, ids(k)) for k in range(len(todo)))
+    for k, outputs in answered:
+        chunk = todo[k]
         items = [it for _, it, _ in chunk]
-        reqs = [scorer.requests(it) for it in items]
-        outputs = _answer(targets, reqs, params, spec.id, [it["id"] for it in items])
         scored = scorer.score_batch(items, outputs, ctx)
         store.write_items(run_id, spec.id, [(sid, i, scorer.stored_input(it), s.output, s.score)
                                             for (i, it, sid), s in zip(chunk, scored, strict=True)],

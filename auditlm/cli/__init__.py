@@ -90,6 +90,19 @@ def _install_sigterm():
     return previous if previous is not None else signal.SIG_DFL
 
 
+def _bare_ray(args: list[str]) -> list[str]:
+    """``auditlm run --ray`` with no address (the last argument, or followed by another option) means a local
+    Ray: ``--ray local`` (click options take no optional values)."""
+    out = list(args)
+    if out[:1] == ["run"]:
+        for i, a in enumerate(out):
+            if a == "--":
+                break
+            if a == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+                out[i] = "--ray=local"
+    return out
+
+
 def _invoke(argv: list[str] | None):
     """What ``app(args=argv, standalone_mode=False)`` does, minus its exception handling: typer turns a
     :class:`KeyboardInterrupt` into ``Exit(130)`` and drops it, and with it the run to resume."""
@@ -101,7 +114,7 @@ def _invoke(argv: list[str] | None):
         from click.utils import _detect_program_name
 
     cmd = get_command(app)
-    args = sys.argv[1:] if argv is None else list(argv)
+    args = _bare_ray(sys.argv[1:] if argv is None else list(argv))
     with cmd.make_context(_detect_program_name(), args) as ctx:
         return cmd.invoke(ctx)
 

@@ -80,6 +80,11 @@ def run(
     bos_token: Annotated[str | None, typer.Option("--bos-token", help="openai: models: the text of the start "
                                                   "token that empty contexts are conditioned on, when the server "
                                                   "prepends none (e.g. '<|im_start|>').")] = None,
+    ray: Annotated[str | None, typer.Option("--ray", help="Answer the run's chunks on a pool of Ray actors, one "
+                                            "model replica each: '--ray' alone starts a local Ray; or auto, "
+                                            "ray://HOST:PORT, HOST:PORT (needs auditlm[ray]).")] = None,
+    ray_actors: Annotated[int | None, typer.Option("--ray-actors", min=1, help="Replicas with --ray [default: one "
+                                                   "per GPU of the cluster, else 2].")] = None,
     details: Annotated[bool, typer.Option("--details", help="Print the full metrics table after the summary "
                                           "(every row, interval, n, test and note).")] = False,
     as_json: JsonOpt = False,
@@ -108,6 +113,14 @@ def run(
         raise typer.BadParameter(f"'{dtype}' (valid: {', '.join(DTYPES)})", param_hint="--dtype")
     if device is not None:
         registry.check_device(device)
+    if ray_actors is not None and ray is None:
+        raise typer.BadParameter("needs --ray", param_hint="--ray-actors")
+    if ray is not None:
+        from auditlm import distributed
+
+        distributed.check_address(None if ray == distributed.LOCAL else ray)
+        distributed._import_ray()
+        distributed.check_reachable(ray)
     bs = None if batch_size is None else (int(batch_size) if batch_size != "auto" else "auto")
     if resume is not None:
         given = {"model": model, "suite": suite, "limit": limit, "where": where, "data_dir": data_dir, "revision": revision,
@@ -130,7 +143,8 @@ def run(
                                                          ("canaries", canaries)) if v},
                                fail_on=[e.strip() for e in fail_on or []],
                                api_key_env=api_key_env, max_concurrency=max_concurrency,
-                               request_timeout=request_timeout, bos_token=bos_token)
+                               request_timeout=request_timeout, bos_token=bos_token, ray=ray,
+                               ray_actors=ray_actors)
         skipped, prepared, gates = _plan(cfg, suite=suite, fail_on=fail_on, resuming=False)
     registry.check_device(cfg.device)
     server = {"api_key_env": cfg.api_key_env, "max_concurrency": cfg.max_concurrency,
@@ -164,7 +178,15 @@ def run(
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=False, disable=not err.is_terminal and as_json) as progress:
-            result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress), reference)
+            if ray is None:
+                result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress), reference)
+            else:
+                from auditlm.distributed import LOCAL, RayPool
+
+                with RayPool(cfg.to_dict(), address=None if ray == LOCAL else ray, actors=ray_actors) as pool:
+                    err.print(f"Ray: {pool.n} {'GPU' if pool.gpus else 'CPU'} actor(s), one model replica each")
+                    result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress),
+                                            reference, pool=pool)
         checked, unmeasured = [], []
         for g in gates:
             try:
