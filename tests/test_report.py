@@ -260,6 +260,10 @@ def test_report_shows_attribution_highlights(two_runs):
     assert doc["group_share"] and all(m["metric"] == "group_term_share" for m in doc["group_share"])
     md = render_markdown(doc)
     assert "## Attribution highlights" in md and e.item_id.replace("|", "\\|") in md
+    # every group-share row names its method (rows of several methods would otherwise read as duplicates)
+    share_rows = [ln for ln in md.splitlines() if ln.startswith(f"| {SUITE} | feature_ablation | ")]
+    assert len(share_rows) == len(doc["group_share"])
+    assert "<th>method</th><th>group</th><th>group-term share</th>" in render_html(doc)
 
 
 def test_report_rechecks_the_gates_the_run_was_started_with(tiny_model_dir: Path, tmp_path: Path):

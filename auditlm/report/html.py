@@ -87,8 +87,9 @@ def render_html(doc: dict[str, Any]) -> str:
                      _e(v["n"] if v["n"] is not None else "—"),
                      f"<span class=\"v-{_e(v['verdict'])}\">{_e(v['label'])}</span> — {_e(v['reason'])}"])
     p.append(_table(["suite", "headline metric", "value", "interval", "ideal", "n", "verdict"], rows, {2, 3, 4, 5}))
-    p.append("<p>Verdict rule: <em>detected</em> when the interval excludes the ideal; <em>no evidence</em> when it "
-             "includes the ideal and lies within ideal ± tolerance; otherwise (or with no interval, or small n) "
+    p.append("<p>Verdict rule: <em>detected</em> when the interval excludes the ideal (at small n too, which the line "
+             "says); <em>no evidence</em> when it includes the ideal, lies within ideal ± tolerance and n is not "
+             "small; otherwise (no interval, a wider interval, or small n with the ideal inside) "
              "<em>underpowered</em>.</p>")
     p.append("<h2>Gates</h2>")
     if doc.get("gates"):
@@ -145,9 +146,9 @@ def render_html(doc: dict[str, Any]) -> str:
              ", ".join(f"<code>{_e(f['text'])}</code> {g(f['attribution'])}" for f in a["top_features"][:3])]
             for a in doc["attributions"][:30]], {3}))
     if doc["group_share"]:
-        p.append(_table(["suite", "group", "group-term share", "interval", "n"], [
-            [_e(m["suite"]), _e(group_label(m)), g(m["value"]), _e(ci(m)), _e(m["n"])] for m in doc["group_share"]],
-            {2, 3, 4}))
+        p.append(_table(["suite", "method", "group", "group-term share", "interval", "n"], [
+            [_e(m["suite"]), _e((m.get("extra") or {}).get("method", "")), _e(group_label(m)), g(m["value"]),
+             _e(ci(m)), _e(m["n"])] for m in doc["group_share"]], {3, 4, 5}))
     cov = doc["coverage"]
     p.append("<h2>Coverage</h2><ul>")
     p += [f"<li>Skipped: {_e(c['suite'])} — {_e(c['reason'])}</li>" for c in cov["skipped"]] or \

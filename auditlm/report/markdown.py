@@ -53,8 +53,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
         out.append(f"| {v['suite']} | {_cell(metric)} | {g(v['value'])} | {ci(v)}{level} | {g(v['ideal'])} | "
                    f"{v['n'] if v['n'] is not None else '—'} | **{v['label']}** — {_cell(v['reason'])} |")
     out.append("")
-    out += ["Verdict rule: *detected* when the interval excludes the ideal; *no evidence* when it includes the "
-            "ideal and lies within ideal ± tolerance; otherwise (or with no interval, or small n) *underpowered*.",
+    out += ["Verdict rule: *detected* when the interval excludes the ideal (at small n too, which the line says); "
+            "*no evidence* when it includes the ideal, lies within ideal ± tolerance and n is not small; otherwise "
+            "(no interval, a wider interval, or small n with the ideal inside) *underpowered*.",
             ""]
     out += ["## Gates", ""]
     if doc.get("gates"):
@@ -113,10 +114,12 @@ def render_markdown(doc: dict[str, Any]) -> str:
             out.append(f"| {a['suite']} | `{_cell(a['item_id'])}` | {a['method']} | {g(a['target_value'])} | {feats} |")
         out.append("")
     if doc["group_share"]:
-        out += ["Group-term share of the attribution:", "", "| suite | group | value | interval | n |",
-                "|---|---|---:|---:|---:|"]
+        out += ["Group-term share of the attribution:", "", "| suite | method | group | value | interval | n |",
+                "|---|---|---|---:|---:|---:|"]
         for m in doc["group_share"]:
-            out.append(f"| {m['suite']} | {_cell(group_label(m))} | {g(m['value'])} | {ci(m)} | {m['n']} |")
+            method = (m.get("extra") or {}).get("method", "")
+            out.append(f"| {m['suite']} | {_cell(method)} | {_cell(group_label(m))} | {g(m['value'])} | {ci(m)} "
+                       f"| {m['n']} |")
         out.append("")
     cov = doc["coverage"]
     out += ["## Coverage", ""]

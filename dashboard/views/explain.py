@@ -79,10 +79,15 @@ if share:
     df = pd.DataFrame(share)
     df["label"] = ["overall" if pd.isna(g) else (f"{f}={g}" if isinstance(f, str) else str(g))
                    for f, g in zip(df["group_field"], df["group"], strict=True)]
-    st.dataframe(df[["metric", "label", "value", "ci_low", "ci_high", "n"]], hide_index=True)
-    base = alt.Chart(df).encode(y=alt.Y("label:N", sort=None, title=None))
-    st.altair_chart(alt.layer(base.mark_errorbar(ticks=True).encode(x=alt.X("ci_low:Q", title="share"), x2="ci_high:Q"),
-                              base.mark_point(filled=True).encode(x="value:Q")), width="stretch")
+    df["method"] = [(e or {}).get("method", "") for e in df["extra"]]
+    st.dataframe(df[["method", "label", "value", "ci_low", "ci_high", "n"]], hide_index=True)
+    base = alt.Chart(df).encode(y=alt.Y("label:N", sort=None, title=None),
+                                yOffset=alt.YOffset("method:N"), color=alt.Color("method:N", title="method"))
+    st.altair_chart(alt.layer(base.mark_errorbar(ticks=True).encode(x=alt.X("ci_low:Q", title="share of |attribution|"),
+                                                                    x2="ci_high:Q"),
+                              base.mark_point(filled=True).encode(x="value:Q", tooltip=["method", "label", "value",
+                                                                                        "ci_low", "ci_high", "n"])),
+                    width="stretch")
 else:
     st.caption("no group-share summary stored (run `auditlm explain` on a counterfactual suite)")
 terms = []

@@ -78,7 +78,7 @@ def _chart(df: pd.DataFrame, y: str, title: str) -> alt.LayerChart:
     d = df.assign(value=df["value"].astype(float), ci_low=df["ci_low"].astype(float),
                   ci_high=df["ci_high"].astype(float))
     d["ideal"] = [e.get("ideal") for e in df["extra"]]
-    d["flags"] = [_flags(e) for e in df["extra"]]
+    d["flags"] = [_flags(e) or "none" for e in df["extra"]]
     base = alt.Chart(d).encode(y=alt.Y(f"{y}:N", title=None, sort=None, axis=alt.Axis(labelLimit=320, labelOverlap=False)))
     bars = base.mark_errorbar(ticks=True).encode(x=alt.X("ci_low:Q", title=title), x2="ci_high:Q")
     pts = base.mark_point(filled=True, size=60).encode(
