@@ -68,7 +68,7 @@ class RunConfig:
     #: ``--where FIELD=VALUE,…``: keep only the items whose group field ``FIELD`` is one of the values, in every
     #: suite that has that group field (other suites run in full); applied before ``limit``.
     where: dict[str, list[str]] = field(default_factory=dict)
-    #: ``--ray [ADDRESS]``: the run's chunks were answered by a pool of Ray actors ("" = a local Ray), and
+    #: ``--ray [ADDRESS]``: the run's chunks were answered by a pool of Ray actors ("local" = a local Ray), and
     #: ``--ray-actors``: how many. Provenance only: a run resumes with or without Ray to the same metrics.
     ray: str | None = None
     ray_actors: int | None = None
