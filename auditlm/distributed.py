@@ -18,6 +18,8 @@ import contextlib
 import os
 import re
 import socket
+import sys
+import tempfile
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -64,6 +66,28 @@ def _import_ray() -> Any:
     except ImportError as e:
         raise TargetError("--ray needs Ray, which is not installed: pip install 'auditlm[ray]'") from e
     return ray
+
+
+class _Stderr:
+    """Send file descriptor 2 to a temporary file for the ``with`` block (``.text``: what was written), so that
+    Ray's core-worker log lines of a failed ``ray.init`` do not precede auditlm's one-line error."""
+
+    text = ""
+
+    def __enter__(self) -> _Stderr:
+        sys.stderr.flush()
+        self._file = tempfile.TemporaryFile()
+        self._saved = os.dup(2)
+        os.dup2(self._file.fileno(), 2)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        sys.stderr.flush()
+        os.dup2(self._saved, 2)
+        os.close(self._saved)
+        self._file.seek(0)
+        self.text = self._file.read().decode("utf-8", "replace")[-20000:]
+        self._file.close()
 
 
 class _Replica:
@@ -125,13 +149,20 @@ class RayPool:
             try:
                 if address in (None, "", "local"):
                     n = actors or 2
-                    ray.init(num_cpus=max(n, 1), include_dashboard=False, log_to_driver=False,
+                    # address="local": a new local Ray even where `ray start` left one running on this machine
+                    ray.init(address="local", num_cpus=max(n, 1), include_dashboard=False, log_to_driver=False,
                              logging_level="ERROR")
                 else:
-                    ray.init(address=address, log_to_driver=False, logging_level="ERROR")
+                    with _Stderr() as core_log:  # Ray's C++ client logs every failed attempt to fd 2
+                        ray.init(address=address, log_to_driver=False, logging_level="ERROR")
             except Exception as e:  # unreachable cluster, refused connection, bad Ray Client address
                 text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise TargetError(f"cannot connect to the Ray cluster at {address!r}: {text[:200]}") from e
+                seen = " ".join([core_log.text if address not in (None, "", "local") else "", repr(e.__cause__),
+                                 repr(e.__context__), str(e)])
+                if "InvalidAuthToken" in seen or "AuthenticationError" in seen:
+                    text = ("the cluster uses token authentication: set RAY_AUTH_MODE=token, with its token in "
+                            "RAY_AUTH_TOKEN or ~/.ray/auth_token ('ray get-auth-token' on the head node)")
+                raise TargetError(f"cannot connect to the Ray cluster at {address!r}: {text[:240]}") from e
             self._started = True
         res = ray.cluster_resources()
         gpus = int(res.get("GPU", 0))

@@ -151,7 +151,7 @@ def bench_ray(args: argparse.Namespace) -> list[dict]:
 
     cpus = os.cpu_count() or 2
     # One local Ray with every core, so 1 actor gets all the threads the single process has and 2 actors half each.
-    ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         rows = []
         with tempfile.TemporaryDirectory() as tmp:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.skipif(not (data_dir() / "crows_pairs").is_dir(), reaso
 def local_ray():
     """One local Ray for the module (2 CPUs, no dashboard); actors get one torch thread each."""
     os.environ["OMP_NUM_THREADS"] = "1"
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
 

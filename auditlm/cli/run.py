@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import Annotated, Any
@@ -155,7 +156,14 @@ def run(
     if cfg.reference_model is not None:
         registry.check_model(cfg.reference_model, trust_remote_code=cfg.trust_remote_code,
                              api_key_env=cfg.api_key_env, needs_loglikelihood=needs_ll)
-    with _open_store(store, must_exist=resume is not None) as st:
+    if ray is None:
+        pool_cm: Any = contextlib.nullcontext()
+    else:  # connect (and start the actors) before a store or run exists: a cluster refused is a clean exit 2
+        from auditlm.distributed import LOCAL, RayPool
+
+        with err.status("connecting to Ray …"):
+            pool_cm = RayPool(cfg.to_dict(), address=None if ray == LOCAL else ray, actors=ray_actors)
+    with pool_cm as pool, _open_store(store, must_exist=resume is not None) as st:
         _quiet_libraries()
         t0 = time.perf_counter()
         with err.status(f"loading model {escape(cfg.model)} …"):
@@ -178,15 +186,10 @@ def run(
 
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=err, transient=False, disable=not err.is_terminal and as_json) as progress:
-            if ray is None:
-                result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress), reference)
-            else:
-                from auditlm.distributed import LOCAL, RayPool
-
-                with RayPool(cfg.to_dict(), address=None if ray == LOCAL else ray, actors=ray_actors) as pool:
-                    err.print(f"Ray: {pool.n} {'GPU' if pool.gpus else 'CPU'} actor(s), one model replica each")
-                    result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress),
-                                            reference, pool=pool)
+            if pool is not None:
+                err.print(f"Ray: {pool.n} {'GPU' if pool.gpus else 'CPU'} actor(s), one model replica each")
+            result = runner.execute(st, run_id, target, prepared, cfg, _progress_factory(progress), reference,
+                                    pool=pool)
         checked, unmeasured = [], []
         for g in gates:
             try:
