@@ -164,3 +164,60 @@ def test_llama_cpp_server_echo_is_refused_and_shifted(local, tmp_path: Path) -> 
         Path(path).write_text(json.dumps(report, indent=1))
     assert report["tokens"] > 100
     assert report["mean_abs_diff_vs_next_position"] < 0.2 < report["mean_abs_diff_vs_correct"]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llama_cpp") is None,
+                    reason="llama_cpp is not installed (pip install 'llama-cpp-python[server]')")
+@pytest.mark.skipif(not (DATA / "crows_pairs").is_dir(), reason="needs the CrowS-Pairs data (AUDITLM_DATA)")
+def test_llama_cpp_q4_1_log_likelihoods_vs_local_fp32(local, tmp_path: Path) -> None:
+    """The quantisation difference, measured: llama.cpp computing with the GGUF's Q4_1 blocks (the library, whose
+    logits are aligned) against auditlm's dequantised float32 weights, on the same token ids (start token, then
+    the sentence) of CrowS-Pairs sentence pairs. Per-token log-probabilities differ by a few hundredths of a nat;
+    the pair choices agree except where a pair's margin is within that noise. ``AUDITLM_SERVER_REPORT`` gets the
+    numbers too (as ``…-q4_1.json``)."""
+    import llama_cpp
+    import numpy as np
+    import torch
+
+    gguf = _gguf(tmp_path)
+    llm = llama_cpp.Llama(model_path=str(gguf), logits_all=True, n_ctx=512, n_threads=2, verbose=False)
+    _, reqs = _suite_requests("bias.crows_pairs", CROWS_LIMIT, DATA)
+    tok, model = local.tokenizer, local.model
+    start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+
+    def both(text: str) -> tuple[np.ndarray, np.ndarray]:
+        ids = [start, *tok(text, add_special_tokens=False).input_ids]
+        with torch.inference_mode():
+            ref = model(torch.tensor([ids])).logits[0].float().log_softmax(-1).numpy()
+        llm.reset()
+        llm.eval(ids)
+        q = torch.from_numpy(np.asarray(llm.scores[: len(ids)], dtype=np.float32)).log_softmax(-1).numpy()
+        rows = np.arange(len(ids) - 1)
+        nxt = np.asarray(ids[1:])
+        return ref[rows, nxt], q[rows, nxt]
+
+    token_diffs, first_diffs, sentence_diffs, agree, margins = [], [], [], 0, []
+    for rs in reqs:
+        (r_more, q_more), (r_less, q_less) = (both(r.continuation) for r in rs)
+        token_diffs += list(np.abs(r_more - q_more)[1:]) + list(np.abs(r_less - q_less)[1:])
+        first_diffs += [abs(r_more[0] - q_more[0]), abs(r_less[0] - q_less[0])]
+        sentence_diffs += [abs(r_more.sum() - q_more.sum()), abs(r_less.sum() - q_less.sum())]
+        local_margin, quant_margin = r_more.sum() - r_less.sum(), q_more.sum() - q_less.sum()
+        agree += (local_margin > 0) == (quant_margin > 0)
+        if (local_margin > 0) != (quant_margin > 0):
+            margins.append((round(float(local_margin), 3), round(float(quant_margin), 3)))
+    report = {"pairs": len(reqs), "choices_agree": int(agree), "tokens": len(token_diffs),
+              "token_abs_diff_mean": float(np.mean(token_diffs)), "token_abs_diff_max": float(np.max(token_diffs)),
+              "token_abs_diff_p50": float(np.quantile(token_diffs, 0.5)),
+              "token_abs_diff_p99": float(np.quantile(token_diffs, 0.99)),
+              "first_token_abs_diff_mean": float(np.mean(first_diffs)),
+              "first_token_abs_diff_max": float(np.max(first_diffs)),
+              "sentence_abs_diff_mean": float(np.mean(sentence_diffs)),
+              "sentence_abs_diff_max": float(np.max(sentence_diffs)), "flipped_margins_local_quant": margins}
+    print("\nllama.cpp Q4_1 vs local fp32:", json.dumps(report))
+    if path := os.environ.get("AUDITLM_SERVER_REPORT"):
+        Path(path).with_suffix("").with_name(Path(path).stem + "-q4_1.json").write_text(json.dumps(report, indent=1))
+    assert len(reqs) == CROWS_LIMIT and report["tokens"] > 500
+    # measured here: mean 0.080, p99 0.35 nats per token; 49/50 choices (a misaligned echo is ~7.5 nats off)
+    assert report["token_abs_diff_mean"] < 0.15 and report["token_abs_diff_p99"] < 1.0
+    assert agree >= CROWS_LIMIT - 2
