@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from dashboard_store import data_dir
 
 from auditlm.errors import TargetError
 from auditlm.targets.base import GenerationParams
@@ -29,7 +30,7 @@ class FakeServer:
     """A ThreadingHTTPServer on 127.0.0.1 (port 0) speaking enough of the OpenAI API for OpenAITarget."""
 
     def __init__(self, model_dir: Path, *, logprobs: bool = True, delay: float = 0.0, add_bos: bool = True,
-                 shifted: bool = False) -> None:
+                 shifted: bool = False, max_model_len: int | None = None) -> None:
         import torch
 
         from auditlm.targets.hf import HFTarget
@@ -39,6 +40,7 @@ class FakeServer:
         self.logprobs = logprobs
         self.add_bos = add_bos
         self.shifted = shifted  # echo like llama-cpp-python's server: no generated token, logprobs one off
+        self.max_model_len = max_model_len  # listed in GET /models, as vLLM does
         self.delay = delay
         self.faults: list[str] = []
         self.bodies: list[dict[str, Any]] = []
@@ -65,8 +67,10 @@ class FakeServer:
 
             def do_GET(self) -> None:
                 if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": "tiny-server", "object": "model",
-                                                                  "created": 0, "owned_by": "test"}]})
+                    entry = {"id": "tiny-server", "object": "model", "created": 0, "owned_by": "test"}
+                    if srv.max_model_len is not None:
+                        entry["max_model_len"] = srv.max_model_len
+                    self._send(200, {"object": "list", "data": [entry]})
                 else:
                     self._send(404, {"error": {"message": "not found"}})
 
@@ -410,5 +414,31 @@ def test_misaligned_echo_is_refused(tiny_model_dir: Path) -> None:
         with pytest.raises(TargetError, match="not aligned") as e:
             OpenAITarget(srv.url, "tiny").loglikelihood(REQUESTS)
         assert srv.posts() == 1 and "\n" not in str(e.value)
+    finally:
+        srv.close()
+
+
+@pytest.mark.skipif(not (data_dir() / "wikitext2").is_dir(), reason="needs WikiText-2 (AUDITLM_DATA)")
+def test_context_length_from_the_server_listing(tiny_model_dir: Path, tmp_path: Path, capsys) -> None:
+    """vLLM lists ``max_model_len`` in ``GET /models``: the target reports it as ``max_length``, and a
+    perplexity run through the server sizes its windows by it (a server that lists none: ``None``)."""
+    from auditlm.store import Store
+
+    srv = FakeServer(tiny_model_dir, max_model_len=48)
+    try:
+        t = _target(srv)
+        assert t.max_length == 48 and t.info()["max_model_len"] == 48 and t.info()["server_model"] == "tiny-server"
+        store = tmp_path / "s.db"
+        code, _out, err = run_cli(["run", "--model", f"openai:{srv.url}#tiny", "--suite", "utility.perplexity",
+                                  "--limit", "1", "--data-dir", str(data_dir()), "--store", str(store)], capsys)
+        assert code == 0, err
+        with Store(store, readonly=True) as st:
+            (row,) = st.items(st.list_runs()[0].run_id, "utility.perplexity")
+        assert row.score["window"] == 48 and row.score["windows"] > 1
+    finally:
+        srv.close()
+    srv = FakeServer(tiny_model_dir)
+    try:
+        assert _target(srv).max_length is None
     finally:
         srv.close()

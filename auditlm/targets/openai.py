@@ -162,6 +162,7 @@ class OpenAITarget:
         self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key, max_retries=max_retries,
                                      timeout=self.request_timeout)
         self._server_model: str | None = None
+        self._server_entry: dict[str, Any] | None = None
         self._server_bos: bool | None = None  # whether the server prepends a start token (probe)
         self._checked = False
         self._lock = threading.Lock()
@@ -170,14 +171,29 @@ class OpenAITarget:
 
     # ------------------------------------------------------------------ provenance
 
+    def _listed(self) -> dict[str, Any]:
+        """The server's ``GET /models`` entry for this model (the only one, if the name is not listed), as a
+        dict with the server's extra fields; ``{}`` when it cannot be had. Fetched once."""
+        if self._server_entry is None:
+            try:
+                listed = list(self._client.with_options(max_retries=0, timeout=10).models.list())
+            except Exception:  # provenance is best effort; the requests themselves report failures
+                listed = []
+            mine = [m for m in listed if m.id == self.model] or (listed if len(listed) == 1 else [])
+            self._server_entry = mine[0].model_dump() if mine else {}
+        return self._server_entry
+
+    @property
+    def max_length(self) -> int | None:
+        """The model's context length in tokens when the server lists it (vLLM's ``max_model_len`` in
+        ``GET /models``); ``utility.perplexity`` sizes its windows by it. ``None`` otherwise."""
+        n = self._listed().get("max_model_len")
+        return n if isinstance(n, int) and not isinstance(n, bool) and n > 0 else None
+
     def info(self) -> dict[str, Any]:
         """Backend, server URL, requested and server-reported model id (never the API key)."""
         if self._server_model is None:
-            try:
-                ids = [m.id for m in self._client.with_options(max_retries=0, timeout=10).models.list()]
-            except Exception:  # provenance is best effort; the requests themselves report failures
-                ids = []
-            self._server_model = self.model if self.model in ids else (ids[0] if len(ids) == 1 else "")
+            self._server_model = self._listed().get("id") or ""
         return {
             "backend": "openai",
             "base_url": self.base_url,
@@ -186,6 +202,7 @@ class OpenAITarget:
             "prompt_logprobs": self._checked or None,
             "max_concurrency": self.max_concurrency,
             "request_timeout": self.request_timeout,
+            "max_model_len": self.max_length,
         }
 
     # ------------------------------------------------------------------ requests
