@@ -19,8 +19,6 @@ import argparse
 import contextlib
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,42 +27,20 @@ from dataclasses import replace
 from pathlib import Path
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def _serve(model_dir: str, log: Path, timeout: float = 300.0) -> Iterator[str]:
+def _serve(model_dir: str, log: Path) -> Iterator[str]:
     """``transformers serve MODEL_DIR`` on 127.0.0.1 (CPU, float32); yields the base URL once it answers."""
-    import httpx
+    from auditlm.errors import TargetError
+    from auditlm.targets.serve import free_port, serving
 
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}/v1"
+    port = free_port()
     cmd = [str(Path(sys.executable).parent / "transformers"), "serve", model_dir, "--host", "127.0.0.1",
            "--port", str(port), "--device", "cpu", "--dtype", "float32"]
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
-                                env=os.environ | {"HF_HUB_OFFLINE": "1"})
-        try:
-            t0 = time.monotonic()
-            while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"transformers serve exited with {proc.returncode}: {log.read_text()[-1500:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                        break
-                if time.monotonic() - t0 > timeout:
-                    raise SystemExit(f"transformers serve not up after {timeout:.0f} s")
-                time.sleep(0.5)
+    try:
+        with serving(cmd, port, log, env={"HF_HUB_OFFLINE": "1"}) as url:
             yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+    except TargetError as e:
+        raise SystemExit(str(e)) from None
 
 
 def _prompts(n: int, data_dir: str | None) -> list[str]:

@@ -20,23 +20,19 @@ from pathlib import Path
 import pytest
 from dashboard_store import data_dir
 
+from auditlm.targets.serve import free_port
+
 pytest.importorskip("ray")
 SUITE = "bias.crows_pairs"
 pytestmark = pytest.mark.skipif(not (data_dir() / "crows_pairs").is_dir(), reason="needs CrowS-Pairs data (AUDITLM_DATA)")
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def head() -> Iterator[tuple[str, dict[str, str]]]:
     """A one-node Ray cluster (2 CPUs) on 127.0.0.1 with a token made for the test; yields its address and the
     environment a client needs to join it. Stopped (its whole process group) afterwards."""
-    port = _free_port()
+    port = free_port()
     auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16)}
     env = os.environ | auth | {"OMP_NUM_THREADS": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--node-ip-address", "127.0.0.1", "--port",

@@ -13,15 +13,11 @@ Set ``AUDITLM_SERVER_REPORT=path`` to write the measured differences as JSON.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
 import json
 import os
-import socket
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -29,46 +25,12 @@ import pytest
 
 from auditlm.errors import TargetError
 from auditlm.targets.openai import OpenAITarget
+from auditlm.targets.serve import free_port, serving
 
 pytestmark = pytest.mark.integration
 DATA = Path(os.environ.get("AUDITLM_DATA") or "/work/shared/data")
 CROWS_LIMIT = 50
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _serve(cmd: list[str], port: int, log: Path, timeout: float = 300.0) -> Iterator[str]:
-    """Start a server process, wait until ``GET /v1/models`` answers, yield its base URL, stop it."""
-    import httpx
-
-    url = f"http://127.0.0.1:{port}/v1"
-    env = os.environ | {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-    with log.open("w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        try:
-            t0 = time.monotonic()
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{url}/models", timeout=2).status_code == 200:
-                        break
-                if time.monotonic() - t0 > timeout:
-                    pytest.fail(f"server not up after {timeout:.0f} s: {log.read_text()[-2000:]}")
-                time.sleep(0.5)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+SERVER_ENV = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
 
 @pytest.fixture(scope="module")
@@ -92,13 +54,13 @@ def _suite_requests(suite_id: str, limit: int, data_dir: Path | None):
 
 def test_transformers_serve_greedy_generation_matches_local(local, tmp_path: Path) -> None:
     model_dir = local._model_path
-    port = _free_port()
+    port = free_port()
     cmd = [str(Path(sys.executable).parent / "transformers"), "serve", model_dir, "--host", "127.0.0.1",
            "--port", str(port), "--device", "cpu", "--dtype", "float32"]
     p, reqs = _suite_requests("bias.counterfactual_generation", 5, None)
     prompts = [r.prompt for rs in reqs for r in rs][:10]
     params = replace(p.suite.spec.generation.params(0), temperature=0.0, max_new_tokens=24)
-    with _serve(cmd, port, tmp_path / "serve.log") as url:
+    with serving(cmd, port, tmp_path / "serve.log", env=SERVER_ENV) as url:
         remote = OpenAITarget(url, model_dir, max_concurrency=2)
         t0 = time.perf_counter()
         got = remote.generate(prompts, params)
@@ -133,7 +95,7 @@ def test_llama_cpp_server_echo_is_refused_and_shifted(local, tmp_path: Path) -> 
     import torch
 
     gguf = _gguf(tmp_path)
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", "smollm2",
            "--host", "127.0.0.1", "--port", str(port), "--logits_all", "true", "--n_ctx", "2048",
            "--n_threads", "1", "--cache", "false"]
@@ -141,7 +103,7 @@ def test_llama_cpp_server_echo_is_refused_and_shifted(local, tmp_path: Path) -> 
     sentences = [r.continuation for rs in reqs for r in rs][:20]
     tok, model = local.tokenizer, local.model
     correct, shifted = [], []
-    with _serve(cmd, port, tmp_path / "llama.log") as url:
+    with serving(cmd, port, tmp_path / "llama.log", env=SERVER_ENV) as url:
         with pytest.raises(TargetError, match="not aligned"):
             OpenAITarget(url, "smollm2").check_loglikelihood()
         client = openai.OpenAI(base_url=url, api_key="EMPTY")
