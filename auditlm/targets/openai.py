@@ -161,7 +161,6 @@ class OpenAITarget:
         self._key = read_api_key(api_key_env)
         self._client = openai.OpenAI(base_url=self.base_url, api_key=self._key, max_retries=max_retries,
                                      timeout=self.request_timeout)
-        self._server_model: str | None = None
         self._server_entry: dict[str, Any] | None = None
         self._server_bos: bool | None = None  # whether the server prepends a start token (probe)
         self._checked = False
@@ -192,13 +191,11 @@ class OpenAITarget:
 
     def info(self) -> dict[str, Any]:
         """Backend, server URL, requested and server-reported model id (never the API key)."""
-        if self._server_model is None:
-            self._server_model = self._listed().get("id") or ""
         return {
             "backend": "openai",
             "base_url": self.base_url,
             "model": self.model,
-            "server_model": self._server_model or None,
+            "server_model": self._listed().get("id") or None,
             "prompt_logprobs": self._checked or None,
             "max_concurrency": self.max_concurrency,
             "request_timeout": self.request_timeout,
