@@ -398,16 +398,13 @@ def _run_suite(store: Store, run_id: str, targets: dict[str, Target], p: Prepare
         advance(len(p.items) - sum(len(c) for c in pending))
     params = spec.generation.params(config.seed) if spec.generation else None
     todo = [[(i, it, sid) for i, it, sid in chunk if sid not in done] for chunk in pending]
-    reqs = [[scorer.requests(it) for _, it, _ in chunk] for chunk in todo]
-
-    def ids(k: int) -> list[str]:
-        return [it["id"] for _, it, _ in todo[k]]
-
+    # one chunk's work, built when it is sent: (key, requests, params, suite, item ids)
+    work = ((k, [scorer.requests(it) for _, it, _ in chunk], params, spec.id, [it["id"] for _, it, _ in chunk])
+            for k, chunk in enumerate(todo))
     if pool is None:
-        answered: Iterator[tuple[int, list[list[Output]]]] = (
-            (k, answer(targets, reqs[k], params, spec.id, ids(k))) for k in range(len(todo)))
+        answered: Iterator[tuple[int, list[list[Output]]]] = ((k, answer(targets, *rest)) for k, *rest in work)
     else:  # the replicas answer; this process scores and writes each chunk once, in the order they finish
-        answered = pool.answer_chunks((k, reqs[k], params, spec.id, ids(k)) for k in range(len(todo)))
+        answered = pool.answer_chunks(work)
     for k, outputs in answered:
         chunk = todo[k]
         items = [it for _, it, _ in chunk]
