@@ -27,6 +27,8 @@ from auditlm.errors import TargetError
 
 #: ``--ray`` given alone (the CLI turns a bare ``--ray`` into ``--ray local``): a local Ray started for the run.
 LOCAL = "local"
+#: The ``address`` values meaning a local Ray started for the run.
+_LOCAL_FORMS = (None, "", LOCAL)
 #: What ``--ray`` accepts besides nothing (a local Ray started for the run).
 ADDRESS_FORMS = "auto (the cluster this machine belongs to), ray://HOST:PORT (Ray Client), HOST:PORT (the GCS)"
 #: Restarts of one actor, and retries of the chunk it was answering, before the run fails.
@@ -39,7 +41,7 @@ _ENV_PASSED = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "HF_HUB_OFFLINE", "TRANSFOR
 def check_address(address: str | None) -> None:
     """Refuse a malformed ``--ray`` address (before anything starts): ``None``/``""`` (local), ``auto``,
     ``ray://HOST:PORT`` or ``HOST:PORT``."""
-    if address in (None, "", "local", "auto"):
+    if address in (*_LOCAL_FORMS, "auto"):
         return
     if not re.fullmatch(r"(ray://)?[A-Za-z0-9_.\-\[\]:]+:\d{1,5}", address):
         raise TargetError(f"invalid --ray address {address!r} (valid: nothing for a local Ray, {ADDRESS_FORMS})")
@@ -49,7 +51,7 @@ def check_reachable(address: str | None, timeout: float = 5.0) -> None:
     """Refuse a ``HOST:PORT`` / ``ray://HOST:PORT`` address nothing listens on, in one line and before anything
     starts (``ray.init`` itself would retry for a minute and then print a traceback). ``None``, ``local`` and
     ``auto`` are left to ``ray.init``."""
-    if address in (None, "", LOCAL, "auto"):
+    if address in (*_LOCAL_FORMS, "auto"):
         return
     host, _, port = address.removeprefix("ray://").rpartition(":")
     try:
@@ -146,19 +148,18 @@ class RayPool:
         self.ray = ray = _import_ray()
         self._started = False
         if not ray.is_initialized():
+            core_log = _Stderr()
             try:
-                if address in (None, "", "local"):
-                    n = actors or 2
+                if address in _LOCAL_FORMS:
                     # address="local": a new local Ray even where `ray start` left one running on this machine
-                    ray.init(address="local", num_cpus=max(n, 1), include_dashboard=False, log_to_driver=False,
+                    ray.init(address=LOCAL, num_cpus=actors or 2, include_dashboard=False, log_to_driver=False,
                              logging_level="ERROR")
                 else:
-                    with _Stderr() as core_log:  # Ray's C++ client logs every failed attempt to fd 2
+                    with core_log:  # Ray's C++ client logs every failed attempt to fd 2
                         ray.init(address=address, log_to_driver=False, logging_level="ERROR")
             except Exception as e:  # unreachable cluster, refused connection, bad Ray Client address
                 text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                seen = " ".join([core_log.text if address not in (None, "", "local") else "", repr(e.__cause__),
-                                 repr(e.__context__), str(e)])
+                seen = " ".join([core_log.text, repr(e.__cause__), repr(e.__context__), str(e)])
                 if "InvalidAuthToken" in seen or "AuthenticationError" in seen:
                     text = ("the cluster uses token authentication: set RAY_AUTH_MODE=token, with its token in "
                             "RAY_AUTH_TOKEN or ~/.ray/auth_token ('ray get-auth-token' on the head node)")
