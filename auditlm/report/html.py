@@ -11,7 +11,7 @@ import math
 import re
 from typing import Any
 
-from auditlm.report.markdown import RAW_WARNING, ci, g, group_label, n_cell
+from auditlm.report.markdown import RAW_WARNING, ci, g, group_label, method_label, n_cell
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:70em;color:#222;
@@ -147,7 +147,7 @@ def render_html(doc: dict[str, Any]) -> str:
             for a in doc["attributions"][:30]], {3}))
     if doc["group_share"]:
         p.append(_table(["suite", "method", "group", "group-term share", "interval", "n"], [
-            [_e(m["suite"]), _e((m.get("extra") or {}).get("method", "")), _e(group_label(m)), g(m["value"]),
+            [_e(m["suite"]), _e(method_label(m)), _e(group_label(m)), g(m["value"]),
              _e(ci(m)), _e(m["n"])] for m in doc["group_share"]], {3, 4, 5}))
     cov = doc["coverage"]
     p.append("<h2>Coverage</h2><ul>")

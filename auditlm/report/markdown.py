@@ -26,6 +26,11 @@ def group_label(m: dict[str, Any]) -> str:
     return f"{m['group_field']}={m['group']}" if m.get("group_field") else str(m["group"])
 
 
+def method_label(m: dict[str, Any]) -> str:
+    """The attribution method of a group-share row (``extra.method``)."""
+    return (m.get("extra") or {}).get("method", "")
+
+
 def n_cell(m: dict[str, Any]) -> str:
     c = (m.get("extra") or {}).get("ci") or {}
     n = str(m["n"])
@@ -117,8 +122,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
         out += ["Group-term share of the attribution:", "", "| suite | method | group | value | interval | n |",
                 "|---|---|---|---:|---:|---:|"]
         for m in doc["group_share"]:
-            method = (m.get("extra") or {}).get("method", "")
-            out.append(f"| {m['suite']} | {_cell(method)} | {_cell(group_label(m))} | {g(m['value'])} | {ci(m)} "
+            out.append(f"| {m['suite']} | {_cell(method_label(m))} | {_cell(group_label(m))} | {g(m['value'])} | {ci(m)} "
                        f"| {m['n']} |")
         out.append("")
     cov = doc["coverage"]
